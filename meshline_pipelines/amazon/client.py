@@ -1,0 +1,38 @@
+"""Amazon clients. The file client reads Selling Partner API responses and report files."""
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from meshline_pipelines.sources.files import (
+    FilePattern, FileSnapshotClient, json_list_at, json_object_at, tab_separated,
+)
+
+SETTLEMENT_COLUMNS = ("settlement-id", "total-amount", "currency", "transaction-type")
+FBA_INVENTORY_COLUMNS = ("seller-sku", "fulfillment-channel-sku", "Warehouse-Condition-code", "Quantity Available")
+
+
+class AmazonFileClient(FileSnapshotClient):
+    """SP-API getOrders, getOrder and getOrderItems bodies, and settlement and FBA inventory reports.
+
+    Reports are tab-separated whatever their file extension; SP-API delivers some in ISO-8859-1.
+    """
+
+    seller_id: str = Field(description="The Amazon selling partner (merchant) ID.")
+    marketplace_id: str = Field(description="The marketplace the client reads, e.g. ATVPDKIKX0DER for amazon.com.")
+
+    system: ClassVar[str] = "amazon"
+    files: ClassVar[dict[str, list[FilePattern]]] = {
+        "orders": [
+            FilePattern("orders-getOrders*.json", json_list_at("payload", "Orders")),
+            FilePattern("orders-getOrder.json", json_object_at("payload")),
+            FilePattern("orders-getOrder-*.json", json_object_at("payload")),
+        ],
+        "order_items": [FilePattern("orders-getOrderItems*.json", json_object_at("payload"))],
+        "settlements": [FilePattern("*SETTLEMENT_REPORT_DATA_FLAT_FILE*", tab_separated(SETTLEMENT_COLUMNS))],
+        "inventory": [FilePattern("*AFN_INVENTORY_DATA*", tab_separated(FBA_INVENTORY_COLUMNS))],
+    }
+
+    @property
+    def account(self) -> str:
+        return f"{self.seller_id}/{self.marketplace_id}"

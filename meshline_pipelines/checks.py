@@ -1,0 +1,115 @@
+"""Pandera models as blocking Dagster asset checks, scoped to the partition being materialized.
+
+The check runs inside the asset's step (declared through `check_specs`), so it sees exactly the
+partition's rows; a plain `@asset_check` would load every partition through the IO manager.
+"""
+
+from dataclasses import dataclass
+
+import dagster as dg
+import pandas as pd
+import pandera.errors
+
+from meshline_pipelines.canonical.schemas import CANONICAL_MODELS
+from meshline_pipelines.normalize import ISSUE_COLUMNS, RECORD
+
+# Pandera's name for the nullability check; a null in a required column is a missing field.
+NOT_NULLABLE = "not_nullable"
+
+
+def schema_check_name(table: str) -> str:
+    return f"{table}_schema"
+
+
+def schema_check_spec(asset_key: dg.AssetKey, table: str) -> dg.AssetCheckSpec:
+    model = CANONICAL_MODELS[table]
+    return dg.AssetCheckSpec(
+        name=schema_check_name(table),
+        asset=asset_key,
+        blocking=True,
+        description=(
+            f"Validates the partition's `{table}` rows against the canonical `{model.__name__}` model. "
+            "Failing records are held back and opened as exceptions; the check fails with ERROR, "
+            "blocking downstream assets, when the share of failing records passes the configured maximum."
+        ),
+    )
+
+
+@dataclass
+class CheckOutcome:
+    table: str
+    records: int
+    failed_records: int
+    max_failure_rate: float
+    unreadable_files: list[str]
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failed_records / self.records if self.records else 0.0
+
+    @property
+    def blocks(self) -> bool:
+        return self.failure_rate > self.max_failure_rate
+
+    def result(self, failed_rules: dict[str, int]) -> dg.AssetCheckResult:
+        passed = self.failed_records == 0 and not self.unreadable_files
+        severity = dg.AssetCheckSeverity.ERROR if self.blocks else dg.AssetCheckSeverity.WARN
+        metadata = {
+            "records": self.records,
+            "failed_records": self.failed_records,
+            "failure_rate": round(self.failure_rate, 4),
+            "max_failure_rate": self.max_failure_rate,
+            "failed_rules": dg.MetadataValue.json(failed_rules),
+        }
+        if self.unreadable_files:
+            metadata["unreadable_files"] = dg.MetadataValue.json(self.unreadable_files)
+        return dg.AssetCheckResult(
+            check_name=schema_check_name(self.table),
+            passed=passed,
+            severity=severity,
+            metadata=metadata,
+            description=None if passed else self.describe(),
+        )
+
+    def describe(self) -> str:
+        parts = []
+        if self.failed_records:
+            parts.append(
+                f"{self.failed_records} of {self.records} records failed validation "
+                f"({self.failure_rate:.1%}, maximum {self.max_failure_rate:.0%})"
+            )
+        if self.unreadable_files:
+            parts.append(f"unreadable files: {', '.join(self.unreadable_files)}")
+        action = "nothing was stored for this partition" if self.blocks else "the other records were stored"
+        return "; ".join(parts) + f"; {action}. See `meshline exceptions list`."
+
+
+def schema_failures(table: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of `frame` that break the table's model, as issues (one per row and rule)."""
+    model = CANONICAL_MODELS[table]
+    try:
+        model.validate(frame, lazy=True)
+        return pd.DataFrame(columns=ISSUE_COLUMNS)
+    except pandera.errors.SchemaErrors as errors:
+        cases = errors.failure_cases
+
+    whole_column = cases["index"].isna()
+    if whole_column.any():
+        # A column-level failure (wrong dtype, missing column) is a bug in the mapper, not bad data.
+        problems = cases.loc[whole_column, ["column", "check"]].astype(str).agg(": ".join, axis=1)
+        raise TypeError(f"{table} frame does not match {model.__name__}: {'; '.join(problems)}")
+
+    cases = cases.assign(index=cases["index"].astype(int))
+    column = cases["column"].where(cases["schema_context"] == "Column", None)
+    kind = cases["check"].map(lambda check: "missing_field" if check == NOT_NULLABLE else "failed_validation")
+    return pd.DataFrame({
+        "record": frame.loc[cases["index"], RECORD].to_numpy(),
+        "table": table,
+        "column": column.to_numpy(),
+        "source_field": None,
+        "kind": kind.to_numpy(),
+        "rule": (table + "." + column.fillna("row").astype(str) + ":" + cases["check"].astype(str)).to_numpy(),
+        "value": cases["failure_case"].astype("string").str.slice(0, 200).to_numpy(),
+        "message": None,
+    })
+

@@ -1,0 +1,197 @@
+"""The `meshline` command line: run the main job, read canonical records and the exception queue."""
+
+import json
+import os
+from enum import Enum
+from pathlib import Path
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from meshline_pipelines import settings
+from meshline_pipelines.canonical.schemas import CANONICAL_MODELS, model_columns
+from meshline_pipelines.money import format_minor
+
+app = typer.Typer(help="MeshLine: normalized, validated and owned ecommerce records on Dagster.",
+                  no_args_is_help=True, add_completion=False)
+exceptions_app = typer.Typer(help="The exception queue: every problem with an owner and a due time.",
+                             no_args_is_help=True)
+app.add_typer(exceptions_app, name="exceptions")
+console = Console()
+if not console.is_terminal:
+    # Piped output has no width to fit; keep table rows on one line instead of 80 columns.
+    console = Console(width=200)
+
+# Columns the table view shows per entity; `--format json` shows every column.
+TABLE_COLUMNS = {
+    "orders": ["order_number", "status", "created_at", "total_amount", "total_currency"],
+    "order_lines": ["order_source_id", "sku", "quantity", "unit_price_amount", "currency"],
+    "refunds": ["order_source_id", "payment_source_id", "amount", "currency", "created_at"],
+    "payments": ["order_source_id", "kind", "status", "amount", "currency", "created_at"],
+    "customers": ["state", "orders_count", "total_spent_amount", "total_spent_currency", "updated_at"],
+    "inventory_levels": ["sku", "inventory_item_id", "location_id", "condition", "available"],
+    "payouts": ["status", "amount", "currency", "payout_date"],
+    "payout_lines": ["payout_source_id", "type", "amount", "fee_amount", "currency", "processed_at"],
+}
+EXCEPTION_COLUMNS = ["id", "kind", "system", "entity", "record_id", "rule", "owner", "decision_owner", "status",
+                     "due_at", "reason"]
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def _ensure_dagster_home() -> Path:
+    home = settings.dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    instance_config = home / "dagster.yaml"
+    if not instance_config.exists():
+        # An empty file keeps Dagster's defaults (SQLite storage in this folder) and tells Dagster so.
+        instance_config.write_text("# Embedded default: SQLite run, event and schedule storage in this folder.\n")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def _ledger():
+    from meshline_pipelines.ledger import Ledger
+
+    return Ledger.connect()
+
+
+def _currency_column(columns: list[str], amount_column: str) -> str:
+    paired = amount_column.removesuffix("_amount") + "_currency"
+    return paired if paired in columns else "currency"
+
+
+def records_for_display(frame: pd.DataFrame, table: str) -> list[dict]:
+    """Canonical rows with amounts as exact decimal strings and timestamps in ISO 8601 UTC."""
+    columns = model_columns(CANONICAL_MODELS[table])
+    shown = frame[columns].copy()
+    for column in columns:
+        if column == "amount" or column.endswith("_amount"):
+            currency = _currency_column(columns, column)
+            shown[column] = [format_minor(amount, code) for amount, code in zip(frame[column], frame[currency])]
+        elif str(frame[column].dtype).startswith("datetime64"):
+            shown[column] = frame[column].map(lambda value: None if pd.isna(value) else value.isoformat())
+    shown = shown.astype(object).where(shown.notna(), None)
+    return shown.to_dict(orient="records")
+
+
+def _print_table(title: str, rows: list[dict], columns: list[str]) -> None:
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*["" if row.get(column) is None else str(row[column]) for column in columns])
+    console.print(table)
+
+
+def _print_summary(ledger, runs) -> None:
+    counts = ledger.count_rows()
+    rows = counts.sort_values(["system", "entity"]).to_dict(orient="records")
+    _print_table("Canonical records per system and entity", rows, ["system", "entity", "records"])
+
+    open_exceptions = ledger.read_exceptions(status="open")
+    if open_exceptions.empty:
+        console.print("No open exceptions.")
+    else:
+        grouped = open_exceptions.groupby(["kind", "owner"]).size().reset_index(name="open")
+        _print_table("Open exceptions by kind and owner", grouped.to_dict(orient="records"), ["kind", "owner", "open"])
+
+    failed = [run for run in runs if not run.success]
+    console.print(f"Runs: {len(runs)} partitions, {len(runs) - len(failed)} succeeded, {len(failed)} failed"
+                  + (f" ({', '.join(run.partition_key for run in failed)})" if failed else "") + ".")
+    console.print(
+        "Next:\n"
+        "  make ui                              see runs, partitions and check results in the Dagster UI\n"
+        "  .venv/bin/meshline exceptions list   the exception queue with owners and due times\n"
+        "  .venv/bin/meshline records orders    canonical orders (--system, --format json)"
+    )
+
+
+def _run(partitions: list[str] | None) -> None:
+    import dagster as dg
+
+    from meshline_pipelines.definitions import defs
+    from meshline_pipelines.runner import run_main_job
+
+    home = _ensure_dagster_home()
+    console.print(f"Ledger: {_redacted(settings.database_url())}\nDagster home: {home}\nImports: {settings.import_dir()}")
+    with dg.DagsterInstance.get() as instance:
+        runs = run_main_job(
+            defs, instance, only=partitions or None,
+            on_start=lambda key, count: console.print(f"Running {count} assets for partition {key} ..."),
+            log_level="WARNING",
+        )
+    for run in runs:
+        state = "succeeded" if run.success else f"failed in {', '.join(run.failed_steps)}"
+        console.print(f"  {run.partition_key}: run {run.run_id[:8]} {state}")
+    _print_summary(_ledger(), runs)
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@app.command()
+def run(partition: list[str] = typer.Option(None, "--partition", "-p",
+                                            help="Partition key (YYYY-MM-DD) to run; repeat for several. "
+                                                 "Default: every partition with data.")) -> None:
+    """Run the main job for each daily partition that has data, then print a summary."""
+    try:
+        _run(partition)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def demo() -> None:
+    """Drop the bundled real samples into the import folder as one demo week, then run the main job."""
+    from meshline_pipelines.demo import stage_demo_week
+
+    staged = stage_demo_week()
+    console.print(f"Staged {len(staged)} sample files in {settings.import_dir()}")
+    _run(None)
+
+
+@app.command()
+def records(
+    entity: str = typer.Argument(..., help=f"Canonical entity: {', '.join(CANONICAL_MODELS)}."),
+    system: str = typer.Option(None, "--system", "-s", help="Only records of this system, e.g. shopify."),
+    output: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
+) -> None:
+    """Print canonical records; amounts are exact decimal strings next to their currency codes."""
+    if entity not in CANONICAL_MODELS:
+        console.print(f"[red]error:[/red] unknown entity {entity!r}: expected one of {', '.join(CANONICAL_MODELS)}")
+        raise typer.Exit(2)
+    rows = records_for_display(_ledger().read_table(entity, system=system), entity)
+    if output is OutputFormat.json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    _print_table(f"{entity} ({len(rows)})", rows, ["system", "source_id", *TABLE_COLUMNS[entity]])
+
+
+@exceptions_app.command("list")
+def list_exceptions(
+    status: str = typer.Option(None, "--status", help="Only exceptions with this status, e.g. open."),
+    output: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
+) -> None:
+    """List exceptions, soonest due first."""
+    frame = _ledger().read_exceptions(status=status)
+    for column in ("due_at", "opened_at", "last_seen_at", "updated_at"):
+        frame[column] = frame[column].map(lambda value: None if pd.isna(value) else value.isoformat())
+    rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    if output is OutputFormat.json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+        return
+    _print_table(f"exceptions ({len(rows)})", rows, EXCEPTION_COLUMNS)
+
+
+if __name__ == "__main__":
+    app()

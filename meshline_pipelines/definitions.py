@@ -1,0 +1,64 @@
+"""The MeshLine code location: per-system assets with their schema checks, the main job, resources."""
+
+import os
+
+import dagster as dg
+
+from meshline_pipelines.amazon.assets import STREAMS as AMAZON_STREAMS
+from meshline_pipelines.amazon.client import AmazonFileClient
+from meshline_pipelines.ingest import Stream, stream_asset
+from meshline_pipelines.partitions import daily_partitions
+from meshline_pipelines.resources import LedgerResource, RoutingResource
+from meshline_pipelines.routing import load_routing
+from meshline_pipelines.shopify.assets import STREAMS as SHOPIFY_STREAMS
+from meshline_pipelines.shopify.client import ShopifyFileClient
+from meshline_pipelines.stripe.assets import STREAMS as STRIPE_STREAMS
+from meshline_pipelines.stripe.client import StripeFileClient
+
+MAIN_JOB = "meshline_main"
+STREAMS: list[Stream] = [*SHOPIFY_STREAMS, *AMAZON_STREAMS, *STRIPE_STREAMS]
+
+# Account identities of the bundled samples; set the variables to your own shop, seller and account.
+DEMO_ACCOUNTS = {
+    "SHOPIFY_SHOP": "jsmith.myshopify.com",
+    "AMAZON_SELLER_ID": "A2DEMOSELLER",
+    "AMAZON_MARKETPLACE_ID": "ATVPDKIKX0DER",
+    "STRIPE_ACCOUNT_ID": "acct_demo",
+}
+
+
+def _account_setting(name: str) -> str:
+    return os.environ.get(name) or DEMO_ACCOUNTS[name]
+
+
+def source_clients() -> dict[str, dg.ConfigurableResource]:
+    """The file (snapshot) clients, one per system, keyed by the system name the assets use."""
+    return {
+        "shopify": ShopifyFileClient(shop=_account_setting("SHOPIFY_SHOP")),
+        "amazon": AmazonFileClient(seller_id=_account_setting("AMAZON_SELLER_ID"),
+                                   marketplace_id=_account_setting("AMAZON_MARKETPLACE_ID")),
+        "stripe": StripeFileClient(account_id=_account_setting("STRIPE_ACCOUNT_ID")),
+    }
+
+
+def build_definitions() -> dg.Definitions:
+    routing = load_routing()
+    assets = [
+        stream_asset(stream, client_key=stream.system, owners=[routing.system_owner(stream.system)])
+        for stream in STREAMS
+    ]
+    main_job = dg.define_asset_job(
+        MAIN_JOB,
+        selection=dg.AssetSelection.assets(*assets),
+        partitions_def=daily_partitions,
+        description="Imports every per-system stream for one daily partition, with its schema checks. "
+        "`meshline run` launches it for each partition that has data.",
+    )
+    return dg.Definitions(
+        assets=assets,
+        jobs=[main_job],
+        resources={**source_clients(), "ledger": LedgerResource(), "routing": RoutingResource()},
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,395 @@
+"""The path of one stream's partition: extract, land raw, normalize, validate, store, open exceptions.
+
+Each system declares its streams as `Stream`s; `run_stream` does the work and `stream_asset`
+wraps it as a daily-partitioned Dagster asset whose blocking checks are the canonical models.
+"""
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import dagster as dg
+import pandas as pd
+
+from meshline_pipelines.canonical.schemas import CANONICAL_MODELS
+from meshline_pipelines.checks import CheckOutcome, schema_check_spec, schema_failures
+from meshline_pipelines.ledger import Ledger, StoreOutcome
+from meshline_pipelines.ledger.store import (
+    CONFLICT, INSERTED, STALE, UPDATED, canonical_json, content_hash, is_timestamp_version, row_hashes, utc_now,
+)
+from meshline_pipelines.normalize import ISSUE_COLUMNS, RECORD, MapContext, Normalized, record_hashes
+from meshline_pipelines.partitions import daily_partitions
+from meshline_pipelines.routing import Routing
+from meshline_pipelines.sources.base import SourceClient
+
+log = logging.getLogger(__name__)
+
+PERSONAL_COLUMNS = {"email", "phone", "first_name", "last_name"}
+FIXES = {
+    "missing_field": "add the field in {system} (or correct the export), then re-run the partition",
+    "failed_validation": "correct the value in {system} (or the export), then re-run the partition",
+    "duplicate_record": "decide in {system} which content is right, then re-run the partition",
+    "connector_failure": "export the file from {system} again, drop it in the same day folder, then re-run the partition",
+}
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One stream of a system, declared once: what it reads and which canonical tables it fills."""
+
+    system: str
+    name: str
+    description: str
+    tables: tuple[str, ...]
+    record_id: Callable[[pd.Series], pd.Series]
+    normalize: Callable[[pd.DataFrame, MapContext], Normalized]
+    source_fields: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def asset_key(self) -> dg.AssetKey:
+        return dg.AssetKey([self.system, self.name])
+
+
+def id_at(path: str) -> Callable[[pd.Series], pd.Series]:
+    """Source ID from a top-level field of each payload."""
+
+    def read(payloads: pd.Series) -> pd.Series:
+        values = payloads.map(lambda payload: payload.get(path) if isinstance(payload, dict) else None)
+        values = values.where(values.map(lambda value: isinstance(value, (str, int)) and value != ""), None)
+        return values.astype("string")
+
+    return read
+
+
+@dataclass
+class StreamRun:
+    """What one run of a stream's partition did, for asset metadata, tests and the CLI."""
+
+    stream: Stream
+    partition_key: str
+    records: int = 0
+    raw_landed: int = 0
+    unreadable_files: list[str] = field(default_factory=list)
+    checks: dict[str, CheckOutcome] = field(default_factory=dict)
+    failed_rules: dict[str, dict[str, int]] = field(default_factory=dict)
+    stored: dict[str, StoreOutcome] = field(default_factory=dict)
+    redelivered: int = 0
+    exceptions: dict[str, int] = field(default_factory=dict)
+    quarantined: bool = False
+
+    @property
+    def failed_records(self) -> int:
+        return max((outcome.failed_records for outcome in self.checks.values()), default=0)
+
+
+def _record_frame(batches, record_id: Callable[[pd.Series], pd.Series]) -> pd.DataFrame:
+    rows = [
+        {"payload": payload, "origin": batch.origin, "position_in_file": position, "fetched_at": batch.fetched_at}
+        for batch in batches if not batch.error
+        for position, payload in enumerate(batch.records)
+    ]
+    records = pd.DataFrame(rows, columns=["payload", "origin", "position_in_file", "fetched_at"])
+    fallback = records["origin"] + "#" + records["position_in_file"].astype(str)
+    records["record_id"] = record_id(records["payload"]).fillna(fallback.astype("string"))
+    records["content_hash"] = record_hashes(records["payload"])
+    return records
+
+
+def _raw_rows(stream: Stream, account: str, partition_key: str, records: pd.DataFrame, unreadable) -> pd.DataFrame:
+    now = utc_now()
+    landed = pd.DataFrame({
+        "system": stream.system,
+        "account": account,
+        "stream": stream.name,
+        "record_id": records["record_id"],
+        "content_hash": records["content_hash"],
+        "payload": records["payload"].map(lambda payload: json.dumps(payload, ensure_ascii=False)),
+        "origin": records["origin"],
+        "partition_key": partition_key,
+        "fetched_at": records["fetched_at"].fillna(now),
+    })
+    files = pd.DataFrame([
+        {"system": stream.system, "account": account, "stream": stream.name, "record_id": f"file:{batch.origin}",
+         "content_hash": content_hash(batch.raw_text or ""), "payload": batch.raw_text or "", "origin": batch.origin,
+         "partition_key": partition_key, "fetched_at": batch.fetched_at or now}
+        for batch in unreadable
+    ], columns=landed.columns)
+    return pd.concat([landed, files], ignore_index=True) if not files.empty else landed
+
+
+def _non_object_issues(records: pd.DataFrame, table: str) -> list[dict]:
+    not_objects = records.index[~records["payload"].map(lambda payload: isinstance(payload, dict))]
+    return [
+        {"record": int(position), "table": table, "column": None, "source_field": None, "kind": "failed_validation",
+         "rule": f"{table}.record:type", "value": type(records.at[position, "payload"]).__name__,
+         "message": "expected a JSON object for each record"}
+        for position in not_objects
+    ]
+
+
+def _in_batch_duplicates(table: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, int, list[dict]]:
+    """Resolve rows that share a source ID within one partition.
+
+    Identical rows are one redelivery. With update-time versions the newest wins, and the same
+    version with other content is a duplicate_record for each record involved. Content-hash
+    versions cannot be ordered, so the one read last wins, as it would in the ledger.
+    """
+    if frame.empty or not frame["source_id"].duplicated().any():
+        return frame, 0, []
+    columns = [c for c in frame.columns if c != RECORD]
+    identical = frame.assign(_hash=row_hashes(frame, columns)).duplicated(["source_id", "_hash"], keep="last")
+    redelivered = int(identical.sum())
+    frame = frame[~identical]
+
+    repeated = frame[frame["source_id"].duplicated(keep=False)]
+    issues = []
+    drop = []
+    for source_id, group in repeated.groupby("source_id"):
+        versions = group["version"]
+        if not is_timestamp_version(versions).all():
+            drop.extend(group.index[:-1])
+            continue
+        newest = versions == versions.max()
+        if newest.sum() == 1:
+            drop.extend(group.index[~newest])
+            continue
+        drop.extend(group.index)
+        for position in group[RECORD]:
+            issues.append({
+                "record": int(position), "table": table, "column": "source_id", "source_field": None,
+                "kind": "duplicate_record", "rule": f"{table}.source_id:conflicting_duplicate",
+                "value": str(source_id),
+                "message": f"{source_id} arrived {len(group)} times in this partition at version {versions.max()} "
+                           "with different content",
+            })
+    return frame.drop(index=drop), redelivered, issues
+
+
+def _mask(column: str | None, value: str | None) -> str | None:
+    if value is None or pd.isna(value) or column not in PERSONAL_COLUMNS:
+        return value
+    if column == "email" and "@" in value:
+        local, _, domain = value.partition("@")
+        return f"{local[:1]}***@{domain}"
+    return f"{value[:1]}***"
+
+
+def _describe(issue: Mapping, source_field: str | None) -> str:
+    where = source_field or issue["column"] or "record"
+    if issue["kind"] == "missing_field":
+        return f"required field {where} is missing"
+    if issue["message"]:
+        return f"{where}: {issue['message']}"
+    check = issue["rule"].rsplit(":", 1)[-1]
+    return f"{where} value {issue['value']!r} fails the rule {check}"
+
+
+def _exception_rows(stream: Stream, account: str, partition_key: str, issues: pd.DataFrame,
+                    records: pd.DataFrame, routing: Routing) -> pd.DataFrame:
+    rows = []
+    system_name = stream.system.capitalize()
+    for issue in issues.to_dict(orient="records"):
+        record = records.loc[issue["record"]] if issue["record"] in records.index else None
+        record_id = str(record["record_id"]) if record is not None else issue.get("record_id", "unknown")
+        origin = str(record["origin"]) if record is not None else issue.get("origin")
+        source_field = issue["source_field"] or stream.source_fields.get(f"{issue['table']}.{issue['column']}")
+        route = routing.route(issue["kind"], stream.system, issue["table"])
+        fix = FIXES.get(issue["kind"], "review the record, then re-run the partition").format(system=system_name)
+        fingerprint_parts = [issue["kind"], stream.system, account, issue["table"], record_id, issue["rule"]]
+        rows.append({
+            "fingerprint": hashlib.sha256("\x1f".join(fingerprint_parts).encode()).hexdigest(),
+            "kind": issue["kind"],
+            "system": stream.system,
+            "account": account,
+            "entity": issue["table"],
+            "record_id": record_id,
+            "partition_key": partition_key,
+            "rule": issue["rule"],
+            "field": source_field or issue["column"],
+            "value": _mask(issue["column"], issue["value"]),
+            "owner": route.owner,
+            "decision_owner": route.decision_owner,
+            "reason": f"{system_name} {issue['table']} record {record_id} in {origin}: "
+                      f"{_describe({**issue, 'value': _mask(issue['column'], issue['value'])}, source_field)}. "
+                      f"Fix: {fix}.",
+            "details": canonical_json({"origin": origin, "column": issue["column"], "source_field": source_field,
+                                       "stream": stream.name}),
+            "due_after": route.due_after,
+        })
+    return pd.DataFrame(rows)
+
+
+def _audit_rows(stream: Stream, account: str, run_id: str | None, decisions: pd.DataFrame,
+                rejected: pd.DataFrame, table: str) -> pd.DataFrame:
+    now = utc_now()
+    trace_id = run_id or "local"
+    steps = {INSERTED: "stored", UPDATED: "stored", STALE: "skipped_stale", CONFLICT: "conflict"}
+    noted = decisions[decisions["decision"].isin(list(steps))]
+    events = [
+        {"trace_id": trace_id, "system": stream.system, "account": account, "entity": table,
+         "record_id": row.source_id, "step": steps[row.decision], "actor": "meshline", "at": now,
+         "details": canonical_json({"decision": row.decision, "version": row.version,
+                                    "stored_version": None if pd.isna(row.stored_version) else row.stored_version})}
+        for row in noted.itertuples()
+    ]
+    events += [
+        {"trace_id": trace_id, "system": stream.system, "account": account, "entity": table,
+         "record_id": record_id, "step": "rejected", "actor": "meshline", "at": now,
+         "details": canonical_json({"rules": rules})}
+        for record_id, rules in rejected.items()
+    ]
+    return pd.DataFrame(events)
+
+
+def run_stream(stream: Stream, client: SourceClient, ledger: Ledger, routing: Routing, *, partition_key: str,
+               run_id: str | None = None, max_failure_rate: float = 0.2,
+               logger: logging.Logger | dg.DagsterLogManager = log) -> StreamRun:
+    run = StreamRun(stream=stream, partition_key=partition_key)
+    account = client.account
+    context = MapContext(system=stream.system, account=account, partition_key=partition_key)
+
+    batches = client.extract(stream.name, partition_key)
+    unreadable = [batch for batch in batches if batch.error]
+    for batch in unreadable:
+        logger.error(f"{stream.system}/{stream.name} partition {partition_key}: {batch.error}")
+    run.unreadable_files = [batch.origin for batch in unreadable]
+
+    records = _record_frame(batches, stream.record_id)
+    run.records = len(records)
+    run.raw_landed = ledger.land_raw(_raw_rows(stream, account, partition_key, records, unreadable))
+
+    primary = stream.tables[0]
+    issues = _non_object_issues(records, primary)
+    objects = records[records["payload"].map(lambda payload: isinstance(payload, dict))]
+    normalized = stream.normalize(objects, context)
+    issues += normalized.issues
+
+    frames: dict[str, pd.DataFrame] = {}
+    for table in stream.tables:
+        frame = normalized.tables[table]
+        issues += schema_failures(table, frame).to_dict(orient="records")
+        frames[table] = frame
+    failed = {issue["record"] for issue in issues}
+
+    for table in stream.tables:
+        kept = frames[table][~frames[table][RECORD].isin(failed)]
+        kept, redelivered, duplicate_issues = _in_batch_duplicates(table, kept)
+        run.redelivered += redelivered
+        issues += duplicate_issues
+        frames[table] = kept
+    failed = {issue["record"] for issue in issues}
+    issue_frame = pd.DataFrame(issues, columns=ISSUE_COLUMNS)
+
+    for table in stream.tables:
+        table_issues = issue_frame[issue_frame["table"] == table]
+        run.failed_rules[table] = table_issues.groupby("rule")["record"].nunique().to_dict()
+        run.checks[table] = CheckOutcome(
+            table=table, records=run.records, failed_records=table_issues["record"].nunique(),
+            max_failure_rate=max_failure_rate, unreadable_files=run.unreadable_files if table == primary else [],
+        )
+    run.quarantined = any(outcome.blocks for outcome in run.checks.values())
+
+    conflicts = []
+    if run.quarantined:
+        logger.error(
+            f"{stream.system}/{stream.name} partition {partition_key}: {len(failed)} of {run.records} records "
+            f"failed validation, above the maximum share {max_failure_rate:.0%}; nothing stored"
+        )
+    else:
+        for table in stream.tables:
+            kept = frames[table][~frames[table][RECORD].isin(failed)]
+            outcome = ledger.store(table, kept, partition_key=partition_key, run_id=run_id)
+            run.stored[table] = outcome
+            conflicted = outcome.decisions[outcome.decisions["decision"] == CONFLICT]
+            positions = kept.set_index("source_id")[RECORD]
+            conflicts += [
+                {"record": int(positions[source_id]), "table": table, "column": "version", "source_field": None,
+                 "kind": "duplicate_record", "rule": f"{table}.version:conflicting_content", "value": version,
+                 "message": f"version {version} is already stored with different content"}
+                for source_id, version in zip(conflicted["source_id"], conflicted["version"])
+            ]
+
+    exception_issues = pd.concat([issue_frame, pd.DataFrame(conflicts, columns=ISSUE_COLUMNS)], ignore_index=True)
+    exception_rows = _exception_rows(stream, account, partition_key, exception_issues, records, routing)
+    file_rows = _exception_rows(stream, account, partition_key, pd.DataFrame([
+        {"record": -1, "record_id": f"file:{batch.origin}", "origin": batch.origin, "table": primary, "column": None,
+         "source_field": None, "kind": "connector_failure", "rule": f"{primary}.file:unreadable", "value": None,
+         "message": batch.error}
+        for batch in unreadable
+    ], columns=[*ISSUE_COLUMNS, "record_id", "origin"]), records, routing)
+    run.exceptions = ledger.open_exceptions(pd.concat([exception_rows, file_rows], ignore_index=True), run_id=run_id)
+
+    for table in stream.tables:
+        table_issues = exception_issues[exception_issues["table"] == table]
+        rejected = {
+            str(records.at[position, "record_id"]): sorted(group["rule"].unique())
+            for position, group in table_issues.groupby("record")
+        }
+        decisions = run.stored[table].decisions if table in run.stored else StoreOutcome().decisions
+        ledger.record_audit(_audit_rows(stream, account, run_id, decisions, rejected, table))
+
+    for rule, count in sorted(issue_frame.groupby("rule")["record"].nunique().items()):
+        logger.warning(f"{stream.system}/{stream.name} partition {partition_key}: {count} records failed {rule}")
+    return run
+
+
+def _materialize_metadata(run: StreamRun) -> dict:
+    primary = run.stream.tables[0]
+    model = CANONICAL_MODELS[primary]
+    metadata = {
+        "dagster/row_count": sum(
+            outcome.count(INSERTED) + outcome.count(UPDATED) + outcome.count("absorbed")
+            for table, outcome in run.stored.items() if table == primary
+        ),
+        "dagster/column_schema": dg.TableSchema(columns=[
+            dg.TableColumn(name, str(column.dtype), description=None)
+            for name, column in model.to_schema().columns.items()
+        ]),
+        "records": run.records,
+        "failed_records": run.failed_records,
+        "raw_payloads_landed": run.raw_landed,
+        "redelivered_in_partition": run.redelivered,
+        "exceptions_opened": run.exceptions.get("opened", 0),
+        "exceptions_seen_again": run.exceptions.get("seen_again", 0),
+        "quarantined": run.quarantined,
+    }
+    for table, outcome in run.stored.items():
+        metadata[f"{table}_stored"] = dg.MetadataValue.json(outcome.counts())
+    if run.unreadable_files:
+        metadata["unreadable_files"] = dg.MetadataValue.json(run.unreadable_files)
+    return metadata
+
+
+def stream_asset(stream: Stream, *, client_key: str, owners: list[str]) -> dg.AssetsDefinition:
+    """A daily-partitioned asset for the stream, with one blocking schema check per canonical table."""
+
+    @dg.asset(
+        key=stream.asset_key,
+        partitions_def=daily_partitions,
+        group_name=stream.system,
+        owners=owners,
+        kinds={stream.system, "pandas"},
+        description=stream.description,
+        check_specs=[schema_check_spec(stream.asset_key, table) for table in stream.tables],
+        required_resource_keys={client_key, "ledger", "routing"},
+        tags={"connector": stream.system},
+    )
+    def _asset(context: dg.AssetExecutionContext):
+        routing_resource = context.resources.routing
+        run = run_stream(
+            stream,
+            getattr(context.resources, client_key),
+            context.resources.ledger.open(),
+            routing_resource.load(),
+            partition_key=context.partition_key,
+            run_id=context.run_id,
+            max_failure_rate=routing_resource.failure_rate_limit(),
+            logger=context.log,
+        )
+        for table, outcome in run.checks.items():
+            yield outcome.result(run.failed_rules.get(table, {}))
+        yield dg.MaterializeResult(metadata=_materialize_metadata(run))
+
+    return _asset

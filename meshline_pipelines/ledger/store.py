@@ -1,0 +1,288 @@
+"""The ledger: raw payloads, canonical tables, exceptions and audit events on SQLite or PostgreSQL.
+
+Every write is idempotent. Raw payloads are unique on (system, account, stream, record ID, content
+hash); canonical rows are upserted by (system, account, source ID) and their version; exceptions are
+opened once per fingerprint.
+"""
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from meshline_pipelines import settings
+from meshline_pipelines.canonical.schemas import CANONICAL_MODELS, model_columns
+from meshline_pipelines.ledger import migrate
+from meshline_pipelines.ledger.tables import CANONICAL_TABLES, audit_events, exceptions, raw_payloads
+
+log = logging.getLogger(__name__)
+
+KEY_COLUMNS = ["system", "account", "source_id"]
+# SQLite allows 32766 bound parameters per statement; 500 keys of three columns stay far below it.
+KEY_CHUNK = 500
+
+INSERTED, UPDATED, ABSORBED, STALE, CONFLICT = "inserted", "updated", "absorbed", "stale", "conflict"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def content_hash(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def canonical_json(payload) -> str:
+    """JSON with sorted keys, so equal content hashes equally whatever the key order."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def row_hashes(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
+    if frame.empty:
+        return pd.Series([], index=frame.index, dtype="string")
+    lines = frame[columns].to_json(orient="records", lines=True, date_format="iso", date_unit="us").splitlines()
+    return pd.Series([content_hash(line) for line in lines], index=frame.index, dtype="string")
+
+
+def is_timestamp_version(versions: pd.Series) -> pd.Series:
+    """Versions from a source update time are ISO timestamps; the others are content hashes."""
+    return versions.astype("string").str.match(r"^\d{4}-\d{2}-\d{2}T").fillna(False).astype(bool)
+
+
+def _python_rows(frame: pd.DataFrame) -> list[dict]:
+    converted = frame.astype(object).where(frame.notna(), None)
+    rows = converted.to_dict(orient="records")
+    for row in rows:
+        for column, value in row.items():
+            if isinstance(value, pd.Timestamp):
+                row[column] = value.to_pydatetime()
+            elif hasattr(value, "item") and not isinstance(value, (str, bytes)):
+                row[column] = value.item()
+    return rows
+
+
+@dataclass
+class StoreOutcome:
+    """Per canonical row: its key and what the ledger did with it."""
+
+    decisions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=[*KEY_COLUMNS, "decision"]))
+
+    def count(self, decision: str) -> int:
+        return int((self.decisions["decision"] == decision).sum())
+
+    def counts(self) -> dict[str, int]:
+        return {decision: self.count(decision) for decision in (INSERTED, UPDATED, ABSORBED, STALE, CONFLICT)}
+
+
+class Ledger:
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+
+    @classmethod
+    def connect(cls, database_url: str | None = None, *, upgrade: bool = True) -> "Ledger":
+        url = make_url(database_url or settings.database_url())
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url)
+        if upgrade:
+            migrate.upgrade(engine)
+        return cls(engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # Raw payloads
+
+    def land_raw(self, raw: pd.DataFrame) -> int:
+        """Store raw payloads that are not stored yet; return how many were new."""
+        if raw.empty:
+            return 0
+        with self.engine.begin() as connection:
+            existing = self._existing_raw(connection, raw)
+            fresh = raw[~raw.set_index(["record_id", "content_hash"]).index.isin(existing)]
+            fresh = fresh.drop_duplicates(["system", "account", "stream", "record_id", "content_hash"])
+            if not fresh.empty:
+                connection.execute(raw_payloads.insert(), _python_rows(fresh))
+        return len(fresh)
+
+    def _existing_raw(self, connection: sa.Connection, raw: pd.DataFrame) -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        first = raw.iloc[0]
+        record_ids = raw["record_id"].unique().tolist()
+        for start in range(0, len(record_ids), KEY_CHUNK):
+            query = sa.select(raw_payloads.c.record_id, raw_payloads.c.content_hash).where(
+                raw_payloads.c.system == first["system"],
+                raw_payloads.c.account == first["account"],
+                raw_payloads.c.stream == first["stream"],
+                raw_payloads.c.record_id.in_(record_ids[start:start + KEY_CHUNK]),
+            )
+            found.update((row.record_id, row.content_hash) for row in connection.execute(query))
+        return found
+
+    # Canonical tables
+
+    def store(self, table_name: str, frame: pd.DataFrame, *, partition_key: str, run_id: str | None) -> StoreOutcome:
+        """Upsert canonical rows by version.
+
+        Same content as stored: absorbed. Older version than stored: stale, never overwrites.
+        Same version, other content: conflict, the stored row stays. Newer version, or a content-hash
+        version that differs: updated.
+        """
+        if frame.empty:
+            return StoreOutcome()
+        table = CANONICAL_TABLES[table_name]
+        columns = model_columns(CANONICAL_MODELS[table_name])
+
+        incoming = frame[columns].copy()
+        incoming["content_hash"] = row_hashes(incoming, columns)
+        incoming = incoming.drop_duplicates(KEY_COLUMNS, keep="last").reset_index(drop=True)
+
+        with self.engine.begin() as connection:
+            stored = self._stored_versions(connection, table, incoming)
+            decisions = _decide(incoming, stored)
+
+            now = utc_now()
+            writes = incoming.assign(partition_key=partition_key, run_id=run_id, loaded_at=now)
+            inserts = writes[decisions["decision"] == INSERTED]
+            updates = writes[decisions["decision"] == UPDATED]
+            if not inserts.empty:
+                connection.execute(table.insert(), _python_rows(inserts))
+            if not updates.empty:
+                self._update_rows(connection, table, updates)
+
+        return StoreOutcome(decisions=decisions)
+
+    def _stored_versions(self, connection: sa.Connection, table: sa.Table, incoming: pd.DataFrame) -> pd.DataFrame:
+        keys = list(incoming[KEY_COLUMNS].itertuples(index=False, name=None))
+        parts = []
+        for start in range(0, len(keys), KEY_CHUNK):
+            query = sa.select(table.c.system, table.c.account, table.c.source_id, table.c.version,
+                              table.c.content_hash).where(
+                sa.tuple_(table.c.system, table.c.account, table.c.source_id).in_(keys[start:start + KEY_CHUNK])
+            )
+            parts.append(pd.DataFrame(connection.execute(query).all(),
+                                      columns=[*KEY_COLUMNS, "version", "content_hash"]))
+        return pd.concat(parts, ignore_index=True).astype("string")
+
+    def _update_rows(self, connection: sa.Connection, table: sa.Table, updates: pd.DataFrame) -> None:
+        value_columns = [column for column in updates.columns if column not in KEY_COLUMNS]
+        statement = table.update().where(
+            *[table.c[column] == sa.bindparam(f"key_{column}") for column in KEY_COLUMNS]
+        ).values({column: sa.bindparam(f"new_{column}") for column in value_columns})
+        rows = [
+            {**{f"key_{c}": row[c] for c in KEY_COLUMNS}, **{f"new_{c}": row[c] for c in value_columns}}
+            for row in _python_rows(updates)
+        ]
+        connection.execute(statement, rows)
+
+    def read_table(self, table_name: str, *, system: str | None = None) -> pd.DataFrame:
+        table = CANONICAL_TABLES[table_name]
+        query = sa.select(table).order_by(table.c.system, table.c.account, table.c.source_id)
+        if system:
+            query = query.where(table.c.system == system)
+        with self.engine.connect() as connection:
+            frame = pd.DataFrame(connection.execute(query).mappings().all(), columns=[c.name for c in table.columns])
+        return _restore_types(frame, table)
+
+    # Exceptions and audit events
+
+    def open_exceptions(self, opened: pd.DataFrame, *, run_id: str | None) -> dict[str, int]:
+        """Open each exception once per fingerprint; a repeat updates `last_seen_at` and `occurrences`."""
+        if opened.empty:
+            return {"opened": 0, "seen_again": 0}
+        opened = opened.drop_duplicates("fingerprint")
+        now = utc_now()
+        with self.engine.begin() as connection:
+            fingerprints = opened["fingerprint"].tolist()
+            known: set[str] = set()
+            for start in range(0, len(fingerprints), KEY_CHUNK):
+                query = sa.select(exceptions.c.fingerprint).where(
+                    exceptions.c.fingerprint.in_(fingerprints[start:start + KEY_CHUNK])
+                )
+                known.update(connection.execute(query).scalars())
+
+            fresh = opened[~opened["fingerprint"].isin(known)].assign(
+                status="open", attempts=0, occurrences=1, opened_at=now, last_seen_at=now, updated_at=now,
+                run_id=run_id,
+            )
+            fresh = fresh.assign(due_at=now + fresh.pop("due_after"))
+            if not fresh.empty:
+                connection.execute(exceptions.insert(), _python_rows(fresh))
+
+            seen_again = [fingerprint for fingerprint in fingerprints if fingerprint in known]
+            if seen_again:
+                connection.execute(
+                    exceptions.update()
+                    .where(exceptions.c.fingerprint == sa.bindparam("key_fingerprint"))
+                    .values(last_seen_at=now, occurrences=exceptions.c.occurrences + 1),
+                    [{"key_fingerprint": fingerprint} for fingerprint in seen_again],
+                )
+        return {"opened": len(fresh), "seen_again": len(seen_again)}
+
+    def read_exceptions(self, *, status: str | None = None) -> pd.DataFrame:
+        query = sa.select(exceptions).order_by(exceptions.c.due_at, exceptions.c.id)
+        if status:
+            query = query.where(exceptions.c.status == status)
+        with self.engine.connect() as connection:
+            frame = pd.DataFrame(connection.execute(query).mappings().all(), columns=[c.name for c in exceptions.columns])
+        return _restore_types(frame, exceptions)
+
+    def record_audit(self, events: pd.DataFrame) -> None:
+        if events.empty:
+            return
+        with self.engine.begin() as connection:
+            connection.execute(audit_events.insert(), _python_rows(events))
+
+    def read_raw(self, *, system: str | None = None, stream: str | None = None) -> pd.DataFrame:
+        query = sa.select(raw_payloads).order_by(raw_payloads.c.id)
+        if system:
+            query = query.where(raw_payloads.c.system == system)
+        if stream:
+            query = query.where(raw_payloads.c.stream == stream)
+        with self.engine.connect() as connection:
+            frame = pd.DataFrame(connection.execute(query).mappings().all(), columns=[c.name for c in raw_payloads.columns])
+        return _restore_types(frame, raw_payloads)
+
+    def count_rows(self) -> pd.DataFrame:
+        """Canonical rows per system and table."""
+        parts = []
+        with self.engine.connect() as connection:
+            for name, table in CANONICAL_TABLES.items():
+                query = sa.select(table.c.system, sa.func.count().label("records")).group_by(table.c.system)
+                for system, records in connection.execute(query):
+                    parts.append({"system": system, "entity": name, "records": records})
+        return pd.DataFrame(parts, columns=["system", "entity", "records"])
+
+
+def _decide(incoming: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
+    merged = incoming[[*KEY_COLUMNS, "version", "content_hash"]].merge(
+        stored, on=KEY_COLUMNS, how="left", suffixes=("", "_stored")
+    )
+    timestamps = is_timestamp_version(merged["version"]) & is_timestamp_version(merged["version_stored"])
+
+    decision = pd.Series(UPDATED, index=merged.index, dtype="string")
+    decision[merged["version_stored"].isna()] = INSERTED
+    present = merged["version_stored"].notna()
+    same_content = present & (merged["content_hash"] == merged["content_hash_stored"]).fillna(False)
+    decision[present & timestamps & (merged["version"] < merged["version_stored"]).fillna(False)] = STALE
+    decision[present & timestamps & (merged["version"] == merged["version_stored"]).fillna(False)] = CONFLICT
+    decision[same_content] = ABSORBED
+
+    return merged[KEY_COLUMNS].assign(decision=decision, version=merged["version"],
+                                      stored_version=merged["version_stored"])
+
+
+def _restore_types(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
+    """SQLite returns naive datetimes; the ledger always writes UTC, so read them back as UTC."""
+    for column in table.columns:
+        if isinstance(column.type, sa.DateTime) and column.name in frame:
+            frame[column.name] = pd.to_datetime(frame[column.name], utc=True)
+        elif isinstance(column.type, sa.BigInteger) and column.name in frame:
+            frame[column.name] = frame[column.name].astype("Int64")
+    return frame

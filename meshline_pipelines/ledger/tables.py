@@ -1,0 +1,115 @@
+"""Ledger schema (SQLAlchemy Core). Canonical tables are generated from the pandera models.
+
+The Alembic migrations under `migrations/versions` create exactly this schema; a test compares
+the two, so a model change without a migration fails the suite.
+"""
+
+import sqlalchemy as sa
+
+from meshline_pipelines.canonical.schemas import CANONICAL_MODELS
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+UtcDateTime = sa.DateTime(timezone=True)
+
+
+def _column_type(pandas_dtype: str) -> sa.types.TypeEngine:
+    if pandas_dtype.startswith("datetime64"):
+        return UtcDateTime
+    if pandas_dtype == "Int64":
+        return sa.BigInteger()
+    if pandas_dtype == "boolean":
+        return sa.Boolean()
+    if pandas_dtype.startswith("string"):
+        return sa.Text()
+    raise TypeError(f"no ledger column type for pandas dtype {pandas_dtype!r}: add one to _column_type")
+
+
+def _canonical_table(name: str, model) -> sa.Table:
+    schema = model.to_schema()
+    key_columns = {"system", "account", "source_id"}
+    columns = [
+        sa.Column(column_name, _column_type(str(column.dtype)), primary_key=column_name in key_columns,
+                  nullable=column.nullable and column_name not in key_columns)
+        for column_name, column in schema.columns.items()
+    ]
+    bookkeeping = [
+        sa.Column("content_hash", sa.Text(), nullable=False),
+        sa.Column("partition_key", sa.Text(), nullable=False),
+        sa.Column("run_id", sa.Text(), nullable=True),
+        sa.Column("loaded_at", UtcDateTime, nullable=False),
+    ]
+    return sa.Table(name, metadata, *columns, *bookkeeping)
+
+
+CANONICAL_TABLES: dict[str, sa.Table] = {
+    name: _canonical_table(name, model) for name, model in CANONICAL_MODELS.items()
+}
+
+raw_payloads = sa.Table(
+    "raw_payloads",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("system", sa.Text(), nullable=False),
+    sa.Column("account", sa.Text(), nullable=False),
+    sa.Column("stream", sa.Text(), nullable=False),
+    sa.Column("record_id", sa.Text(), nullable=False),
+    sa.Column("content_hash", sa.Text(), nullable=False),
+    sa.Column("payload", sa.Text(), nullable=False),
+    sa.Column("origin", sa.Text(), nullable=False),
+    sa.Column("partition_key", sa.Text(), nullable=False),
+    sa.Column("fetched_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("system", "account", "stream", "record_id", "content_hash"),
+)
+
+exceptions = sa.Table(
+    "exceptions",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("fingerprint", sa.Text(), nullable=False, unique=True),
+    sa.Column("kind", sa.Text(), nullable=False),
+    sa.Column("system", sa.Text(), nullable=False),
+    sa.Column("account", sa.Text(), nullable=False),
+    sa.Column("entity", sa.Text(), nullable=False),
+    sa.Column("record_id", sa.Text(), nullable=False),
+    sa.Column("partition_key", sa.Text(), nullable=True),
+    sa.Column("rule", sa.Text(), nullable=False),
+    sa.Column("field", sa.Text(), nullable=True),
+    sa.Column("value", sa.Text(), nullable=True),
+    sa.Column("owner", sa.Text(), nullable=False),
+    sa.Column("decision_owner", sa.Text(), nullable=True),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("details", sa.Text(), nullable=True),
+    sa.Column("status", sa.Text(), nullable=False),
+    sa.Column("outcome", sa.Text(), nullable=True),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("occurrences", sa.Integer(), nullable=False),
+    sa.Column("due_at", UtcDateTime, nullable=False),
+    sa.Column("opened_at", UtcDateTime, nullable=False),
+    sa.Column("last_seen_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("run_id", sa.Text(), nullable=True),
+    sa.Index(None, "status", "owner"),
+)
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("trace_id", sa.Text(), nullable=False),
+    sa.Column("system", sa.Text(), nullable=False),
+    sa.Column("account", sa.Text(), nullable=False),
+    sa.Column("entity", sa.Text(), nullable=False),
+    sa.Column("record_id", sa.Text(), nullable=False),
+    sa.Column("step", sa.Text(), nullable=False),
+    sa.Column("actor", sa.Text(), nullable=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("details", sa.Text(), nullable=True),
+    sa.Index(None, "system", "record_id"),
+)

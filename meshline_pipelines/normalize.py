@@ -1,0 +1,188 @@
+"""Shared tools for turning raw source records into canonical frames.
+
+A system's mapper flattens its raw payloads once (`flatten`), then reads source fields by their
+dotted path through a `FieldReader`, which converts types column-wise and notes every value it
+could not convert as an issue for that raw record. Each canonical row carries `_record`, the
+position of the raw record it came from, so a failure maps back to that record.
+"""
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from meshline_pipelines.canonical.schemas import CANONICAL_MODELS, empty_frame
+from meshline_pipelines.ledger.store import canonical_json, content_hash
+from meshline_pipelines.money import api_minor_to_minor, decimal_to_minor
+
+RECORD = "_record"
+ISSUE_COLUMNS = ["record", "table", "column", "source_field", "kind", "rule", "value", "message"]
+VERSION_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+@dataclass
+class MapContext:
+    system: str
+    account: str
+    partition_key: str
+
+
+@dataclass
+class Normalized:
+    """Canonical frames by table, and the issues found while mapping."""
+
+    tables: dict[str, pd.DataFrame]
+    issues: list[dict] = field(default_factory=list)
+
+    def issue_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.issues, columns=ISSUE_COLUMNS)
+
+
+def _flatten_into(target: dict, prefix: str, node: Any) -> None:
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            _flatten_into(target, f"{prefix}.{key}" if prefix else str(key), value)
+    else:
+        target[prefix] = node
+
+
+def flatten(payloads: pd.Series) -> pd.DataFrame:
+    """One row per payload, nested objects as dotted columns, kept as Python objects.
+
+    Object dtype keeps integer IDs exact: pandas would turn a column of ints with a gap into floats.
+    """
+    rows = []
+    for payload in payloads:
+        flat: dict[str, Any] = {}
+        _flatten_into(flat, "", payload)
+        rows.append(flat)
+    return pd.DataFrame(rows, index=payloads.index, dtype=object)
+
+
+def children(payloads: pd.Series, key: str) -> pd.Series:
+    """The objects in each payload's `key` list, one row each, indexed by the parent's position."""
+    lists = payloads.map(lambda payload: payload.get(key) if isinstance(payload, dict) else None)
+    lists = lists[lists.map(lambda value: isinstance(value, list))]
+    exploded = lists.explode().dropna()
+    return exploded.rename_axis(RECORD)
+
+
+def extra_fields(payloads: pd.Series, mapped: set[str]) -> pd.Series:
+    """JSON of the top-level source fields that no canonical column maps."""
+    return payloads.map(
+        lambda payload: canonical_json({k: v for k, v in payload.items() if k not in mapped})
+        if isinstance(payload, dict) else None
+    ).astype("string")
+
+
+def record_hashes(payloads: pd.Series) -> pd.Series:
+    return payloads.map(lambda payload: content_hash(canonical_json(payload))).astype("string")
+
+
+def timestamp_versions(updated_at: pd.Series) -> pd.Series:
+    return updated_at.dt.strftime(VERSION_FORMAT).astype("string")
+
+
+def with_identity(frame: pd.DataFrame, context: MapContext, source_id: pd.Series, records: pd.Series) -> pd.DataFrame:
+    """Add `_record` and the identity columns (system, account, source_id) in front."""
+    frame.insert(0, RECORD, records.to_numpy())
+    frame.insert(1, "system", context.system)
+    frame.insert(2, "account", context.account)
+    frame.insert(3, "source_id", source_id.to_numpy())
+    frame["system"] = frame["system"].astype("string")
+    frame["account"] = frame["account"].astype("string")
+    return frame
+
+
+def in_model_order(table: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Order the columns as the model declares them, after `_record`."""
+    columns = list(empty_frame(CANONICAL_MODELS[table]).columns)
+    return frame[[RECORD, *columns]].reset_index(drop=True)
+
+
+class FieldReader:
+    """Reads source fields of flattened records for one canonical table, noting invalid values."""
+
+    def __init__(self, flat: pd.DataFrame, records: pd.Series, table: str, issues: list[dict]):
+        self.flat = flat
+        self.records = records
+        self.table = table
+        self.issues = issues
+
+    def raw(self, path: str) -> pd.Series:
+        if path in self.flat.columns:
+            return self.flat[path]
+        return pd.Series(None, index=self.flat.index, dtype=object)
+
+    def text(self, path: str) -> pd.Series:
+        values = self.raw(path)
+        nested = values.map(lambda value: isinstance(value, (dict, list)) and bool(value))
+        self._note(nested, path, path, "failed_validation", "type",
+                   values.map(lambda value: json.dumps(value)[:80]), "expected a single value, found an object or list")
+        values = values.where(~nested & values.map(lambda value: value not in ({}, [])), None)
+        return values.astype("string")
+
+    def integer(self, path: str, column: str) -> pd.Series:
+        values = self.raw(path)
+        numbers = pd.to_numeric(values.astype("string"), errors="coerce")
+        invalid = values.notna() & (numbers.isna() | (numbers % 1 != 0))
+        self._note(invalid, column, path, "failed_validation", "type", values.astype("string"),
+                   "expected a whole number")
+        return numbers.where(~invalid).astype("Int64")
+
+    def boolean(self, path: str) -> pd.Series:
+        values = self.raw(path)
+        result = values.map({True: True, False: False, "true": True, "false": False}).astype("boolean")
+        invalid = values.notna() & result.isna()
+        self._note(invalid, path, path, "failed_validation", "type", values.astype("string"), "expected true or false")
+        return result
+
+    def timestamp(self, path: str, column: str, *, unit: str | None = None, suffix: str | None = None) -> pd.Series:
+        """UTC timestamps from ISO 8601 text with any offset, or from epoch numbers when `unit` is set."""
+        values = self.raw(path)
+        if unit:
+            parsed = pd.to_datetime(pd.to_numeric(values, errors="coerce"), unit=unit, utc=True)
+        else:
+            text = values.astype("string")
+            if suffix:
+                text = text.str.removesuffix(suffix)
+            parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+        present = values.notna() & (values.astype("string").str.strip() != "")
+        invalid = present & parsed.isna()
+        self._note(invalid, column, path, "failed_validation", "timestamp", values.astype("string"),
+                   "expected an ISO 8601 timestamp such as 2026-01-31T12:00:00-05:00")
+        return parsed.astype("datetime64[ns, UTC]")
+
+    def money(self, amount_path: str, currency: pd.Series, column: str) -> pd.Series:
+        parsed = decimal_to_minor(self.raw(amount_path), currency)
+        self._note(parsed.error.notna(), column, amount_path, "failed_validation", "money",
+                   self.raw(amount_path).astype("string"), parsed.error)
+        return parsed.minor
+
+    def api_minor_money(self, amount_path: str, currency: pd.Series, column: str) -> pd.Series:
+        parsed = api_minor_to_minor(self.raw(amount_path), currency)
+        self._note(parsed.error.notna(), column, amount_path, "failed_validation", "money",
+                   self.raw(amount_path).astype("string"), parsed.error)
+        return parsed.minor
+
+    def currency(self, path: str) -> pd.Series:
+        return self.text(path).str.strip().str.upper()
+
+    def _note(self, mask: pd.Series, column: str, source_field: str, kind: str, rule: str,
+              values: pd.Series, message) -> None:
+        if not mask.any():
+            return
+        rows = mask[mask].index
+        messages = message[rows] if isinstance(message, pd.Series) else pd.Series(message, index=rows)
+        for row in rows:
+            self.issues.append({
+                "record": int(self.records[row]),
+                "table": self.table,
+                "column": column,
+                "source_field": source_field,
+                "kind": kind,
+                "rule": f"{self.table}.{column}:{rule}",
+                "value": None if pd.isna(values[row]) else str(values[row])[:200],
+                "message": str(messages[row]),
+            })

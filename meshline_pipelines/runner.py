@@ -1,0 +1,61 @@
+"""Run the main job for every daily partition that has data, recording each run in the instance."""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dagster as dg
+
+from meshline_pipelines.definitions import MAIN_JOB, STREAMS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PartitionRun:
+    partition_key: str
+    assets: list[str]
+    run_id: str
+    success: bool
+    failed_steps: list[str]
+
+
+def partitions_with_data(defs: dg.Definitions) -> dict[str, list[dg.AssetKey]]:
+    """Partition key -> the assets whose source has data for it."""
+    clients = defs.resources
+    planned: dict[str, list[dg.AssetKey]] = {}
+    for stream in STREAMS:
+        for partition_key in clients[stream.system].partitions_with_data(stream.name):
+            planned.setdefault(partition_key, []).append(stream.asset_key)
+    return dict(sorted(planned.items()))
+
+
+def run_main_job(defs: dg.Definitions, instance: dg.DagsterInstance, *, only: list[str] | None = None,
+                 on_start: Callable[[str, int], None] | None = None, log_level: str = "INFO") -> list[PartitionRun]:
+    job = defs.resolve_job_def(MAIN_JOB)
+    planned = partitions_with_data(defs)
+    if only:
+        unknown = sorted(set(only) - set(planned))
+        if unknown:
+            raise ValueError(f"no data for partitions {', '.join(unknown)}: "
+                             f"partitions with data are {', '.join(planned) or 'none'}")
+        planned = {key: planned[key] for key in only}
+
+    runs = []
+    for partition_key, asset_keys in planned.items():
+        if on_start:
+            on_start(partition_key, len(asset_keys))
+        result = job.execute_in_process(
+            partition_key=partition_key,
+            instance=instance,
+            asset_selection=asset_keys,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            tags={"meshline/trigger": "manual"},
+        )
+        failed = [event.step_key for event in result.all_events if event.is_step_failure]
+        if failed:
+            log.error("partition %s: run %s failed in %s", partition_key, result.run_id, ", ".join(failed))
+        runs.append(PartitionRun(partition_key, [key.to_user_string() for key in asset_keys], result.run_id,
+                                 result.success, failed))
+    return runs

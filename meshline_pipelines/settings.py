@@ -1,0 +1,66 @@
+"""Where MeshLine keeps its state, read from environment variables with embedded defaults.
+
+With nothing configured, everything lives under `.meshline/` in the working directory: the
+ledger is a SQLite file, the Dagster instance uses SQLite storage under `dagster_home/`, and
+dropped files are read from `imports/`.
+"""
+
+import os
+from importlib import resources
+from pathlib import Path
+
+HOME_ENV = "MESHLINE_HOME"
+DATABASE_URL_ENV = "MESHLINE_DATABASE_URL"
+IMPORT_DIR_ENV = "MESHLINE_IMPORT_DIR"
+ROUTING_FILE_ENV = "MESHLINE_ROUTING_FILE"
+MAX_FAILURE_RATE_ENV = "MESHLINE_MAX_FAILURE_RATE"
+
+# Share of a partition's records that may fail validation before its blocking checks fail.
+DEFAULT_MAX_FAILURE_RATE = 0.2
+
+
+def meshline_home() -> Path:
+    return Path(os.environ.get(HOME_ENV) or Path.cwd() / ".meshline").resolve()
+
+
+def database_url() -> str:
+    configured = os.environ.get(DATABASE_URL_ENV)
+    if configured:
+        return configured
+    return f"sqlite:///{meshline_home() / 'ledger.db'}"
+
+
+def import_dir() -> Path:
+    return Path(os.environ.get(IMPORT_DIR_ENV) or meshline_home() / "imports").resolve()
+
+
+def dagster_home() -> Path:
+    configured = os.environ.get("DAGSTER_HOME")
+    return Path(configured).resolve() if configured else meshline_home() / "dagster_home"
+
+
+def routing_file() -> Path:
+    configured = os.environ.get(ROUTING_FILE_ENV)
+    if configured:
+        return Path(configured)
+    return Path(str(resources.files("meshline_pipelines") / "config" / "routing.yaml"))
+
+
+def max_failure_rate() -> float:
+    raw = os.environ.get(MAX_FAILURE_RATE_ENV)
+    if raw is None:
+        return DEFAULT_MAX_FAILURE_RATE
+    try:
+        rate = float(raw)
+    except ValueError:
+        raise ValueError(
+            f"{MAX_FAILURE_RATE_ENV}={raw!r} is not a number: set it to a share between 0 and 1, "
+            "for example 0.2"
+        ) from None
+    if not 0 <= rate <= 1:
+        raise ValueError(f"{MAX_FAILURE_RATE_ENV}={raw!r} is outside 0..1: set a share such as 0.2")
+    return rate
+
+
+def bundled_samples_dir() -> Path:
+    return Path(str(resources.files("meshline_pipelines") / "data" / "samples"))
