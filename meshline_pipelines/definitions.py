@@ -7,7 +7,6 @@ import dagster as dg
 from meshline_pipelines.amazon.assets import STREAMS as AMAZON_STREAMS
 from meshline_pipelines.amazon.client import AmazonFileClient
 from meshline_pipelines.ingest import Stream, stream_asset
-from meshline_pipelines.partitions import daily_partitions
 from meshline_pipelines.resources import LedgerResource, RoutingResource
 from meshline_pipelines.routing import load_routing
 from meshline_pipelines.shopify.assets import STREAMS as SHOPIFY_STREAMS
@@ -50,7 +49,6 @@ def build_definitions() -> dg.Definitions:
     main_job = dg.define_asset_job(
         MAIN_JOB,
         selection=dg.AssetSelection.assets(*assets),
-        partitions_def=daily_partitions,
         description="Imports every per-system stream for one daily partition, with its schema checks. "
         "`meshline run` launches it for each partition that has data.",
     )

@@ -375,6 +375,7 @@ def stream_asset(stream: Stream, *, client_key: str, owners: list[str]) -> dg.As
         check_specs=[schema_check_spec(stream.asset_key, table) for table in stream.tables],
         required_resource_keys={client_key, "ledger", "routing"},
         tags={"connector": stream.system},
+        pool=stream.system,
     )
     def _asset(context: dg.AssetExecutionContext):
         routing_resource = context.resources.routing

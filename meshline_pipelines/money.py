@@ -4,6 +4,7 @@ Exponents come from the `iso4217` package (the ISO 4217 maintenance agency's tab
 that count minor units differently keep their own table here, next to the conversion that uses it.
 """
 
+import math
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -63,8 +64,12 @@ def _currency_codes(currencies: pd.Series) -> pd.Series:
 
 
 def _amount_text(amounts: pd.Series) -> pd.Series:
-    # JSON numbers arrive as floats (Shopify sends some refund subtotals that way); their shortest
-    # repr is the decimal the source wrote, so "195.66" stays exact.
+    # JSON numbers arrive as floats (Shopify sends some refund subtotals that way). A float's repr
+    # is the shortest decimal that reads back to it, so "195.66" stays exact; pandas' own float
+    # formatting rounds to 15 digits and could hide a value that has more decimals than allowed.
+    floats = amounts.map(lambda value: isinstance(value, float))
+    if floats.any():
+        amounts = amounts.astype(object).where(~floats, amounts[floats].map(lambda value: None if math.isnan(value) else repr(value)))
     return amounts.astype("string").str.strip()
 
 

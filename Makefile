@@ -1,0 +1,43 @@
+# Set-up and everyday commands. Each target creates .venv when it is missing and installs into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+export MESHLINE_HOME ?= $(CURDIR)/.meshline
+export DAGSTER_HOME ?= $(MESHLINE_HOME)/dagster_home
+
+.PHONY: install install-dev demo run test ui clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# The stamp files reinstall only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+demo: install
+	$(BIN)/meshline demo
+
+run: install
+	$(BIN)/meshline run
+
+test: install-dev
+	$(BIN)/pytest
+
+ui: install
+	mkdir -p "$(DAGSTER_HOME)"
+	test -f "$(DAGSTER_HOME)/dagster.yaml" || echo "# Embedded default: SQLite storage in this folder." > "$(DAGSTER_HOME)/dagster.yaml"
+	$(BIN)/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf .meshline
