@@ -101,14 +101,16 @@ def schema_failures(table: str, frame: pd.DataFrame) -> pd.DataFrame:
 
     cases = cases.assign(index=cases["index"].astype(int))
     column = cases["column"].where(cases["schema_context"] == "Column", None)
-    kind = cases["check"].map(lambda check: "missing_field" if check == NOT_NULLABLE else "failed_validation")
+    # "isin(['AED', ...])" names the rule by its check alone; the failing value is kept separately.
+    check = cases["check"].astype(str).str.split("(", n=1).str[0]
+    kind = check.map(lambda name: "missing_field" if name == NOT_NULLABLE else "failed_validation")
     return pd.DataFrame({
         "record": frame.loc[cases["index"], RECORD].to_numpy(),
         "table": table,
         "column": column.to_numpy(),
         "source_field": None,
         "kind": kind.to_numpy(),
-        "rule": (table + "." + column.fillna("row").astype(str) + ":" + cases["check"].astype(str)).to_numpy(),
+        "rule": (table + "." + column.fillna("row").astype(str) + ":" + check).to_numpy(),
         "value": cases["failure_case"].astype("string").str.slice(0, 200).to_numpy(),
         "message": None,
     })

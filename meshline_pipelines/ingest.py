@@ -167,6 +167,23 @@ def _in_batch_duplicates(table: str, frame: pd.DataFrame) -> tuple[pd.DataFrame,
     return frame.drop(index=drop), redelivered, issues
 
 
+def _new_schema_failures(table: str, frame: pd.DataFrame, known: list[dict]) -> list[dict]:
+    """Schema failures that the mapping has not already explained.
+
+    A value the mapping could not convert is left empty, so the schema would also report it as
+    missing; and `version` derives from the update time, so it fails whenever that did.
+    """
+    explained = {(issue["record"], issue["table"], issue["column"]) for issue in known}
+    failures = schema_failures(table, frame).to_dict(orient="records")
+    flagged_records = {issue["record"] for issue in known}
+    flagged_records |= {failure["record"] for failure in failures if failure["column"] != "version"}
+    return [
+        failure for failure in failures
+        if (failure["record"], table, failure["column"]) not in explained
+        and not (failure["column"] == "version" and failure["record"] in flagged_records)
+    ]
+
+
 def _mask(column: str | None, value: str | None) -> str | None:
     if value is None or pd.isna(value) or column not in PERSONAL_COLUMNS:
         return value
@@ -268,9 +285,8 @@ def run_stream(stream: Stream, client: SourceClient, ledger: Ledger, routing: Ro
 
     frames: dict[str, pd.DataFrame] = {}
     for table in stream.tables:
-        frame = normalized.tables[table]
-        issues += schema_failures(table, frame).to_dict(orient="records")
-        frames[table] = frame
+        frames[table] = normalized.tables[table]
+        issues += _new_schema_failures(table, frames[table], issues)
     failed = {issue["record"] for issue in issues}
 
     for table in stream.tables:
