@@ -12,6 +12,7 @@ import pandera.errors
 
 from meshline_pipelines.canonical.schemas import CANONICAL_MODELS
 from meshline_pipelines.normalize import ISSUE_COLUMNS, RECORD
+from meshline_pipelines.privacy import mask_personal
 
 # Pandera's name for the nullability check; a null in a required column is a missing field.
 NOT_NULLABLE = "not_nullable"
@@ -51,10 +52,11 @@ class CheckOutcome:
     def blocks(self) -> bool:
         return self.failure_rate > self.max_failure_rate
 
-    def result(self, failed_rules: dict[str, int]) -> dg.AssetCheckResult:
+    def result(self, failed_rules: dict[str, int], partition_key: str) -> dg.AssetCheckResult:
         passed = self.failed_records == 0 and not self.unreadable_files
         severity = dg.AssetCheckSeverity.ERROR if self.blocks else dg.AssetCheckSeverity.WARN
         metadata = {
+            "partition_key": partition_key,
             "records": self.records,
             "failed_records": self.failed_records,
             "failure_rate": round(self.failure_rate, 4),
@@ -84,6 +86,25 @@ class CheckOutcome:
         return "; ".join(parts) + f"; {action}. See `meshline exceptions list`."
 
 
+# Plain-language messages for the model's rules, by pandera check name.
+RULE_MESSAGES = {
+    "isin": "is not one of the allowed values",
+    "str_matches": "does not have the expected format",
+    "str_length": "is empty",
+    "greater_than_or_equal_to": "is negative",
+    "amount_has_currency": "has an amount without a currency",
+    "sku_or_inventory_item": "has neither a SKU nor an inventory item ID",
+}
+
+
+def _rule_message(column: str | None, check: str, value: str | None) -> str:
+    if check == "isin" and column and column.endswith("currency"):
+        predicate = "is not an ISO 4217 currency code with a minor unit, such as USD"
+    else:
+        predicate = RULE_MESSAGES.get(check, f"breaks the rule {check}")
+    return f"value {mask_personal(column, value)!r} {predicate}" if column else f"the record {predicate}"
+
+
 def schema_failures(table: str, frame: pd.DataFrame) -> pd.DataFrame:
     """Rows of `frame` that break the table's model, as issues (one per row and rule)."""
     model = CANONICAL_MODELS[table]
@@ -100,6 +121,7 @@ def schema_failures(table: str, frame: pd.DataFrame) -> pd.DataFrame:
         raise TypeError(f"{table} frame does not match {model.__name__}: {'; '.join(problems)}")
 
     cases = cases.assign(index=cases["index"].astype(int))
+    values = cases["failure_case"].astype("string").str.slice(0, 200)
     column = cases["column"].where(cases["schema_context"] == "Column", None)
     # "isin(['AED', ...])" names the rule by its check alone; the failing value is kept separately.
     check = cases["check"].astype(str).str.split("(", n=1).str[0]
@@ -111,7 +133,8 @@ def schema_failures(table: str, frame: pd.DataFrame) -> pd.DataFrame:
         "source_field": None,
         "kind": kind.to_numpy(),
         "rule": (table + "." + column.fillna("row").astype(str) + ":" + check).to_numpy(),
-        "value": cases["failure_case"].astype("string").str.slice(0, 200).to_numpy(),
-        "message": None,
+        "value": values.to_numpy(),
+        "message": [_rule_message(name, rule, None if pd.isna(value) else value)
+                    for name, rule, value in zip(column, check, values)],
     })
 

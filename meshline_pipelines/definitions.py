@@ -40,7 +40,8 @@ def source_clients() -> dict[str, dg.ConfigurableResource]:
     }
 
 
-def build_definitions() -> dg.Definitions:
+def build_definitions(resources: dict[str, dg.ConfigurableResource] | None = None) -> dg.Definitions:
+    """The code location; `resources` replaces the default clients, ledger or routing by key."""
     routing = load_routing()
     assets = [
         stream_asset(stream, client_key=stream.system, owners=[routing.system_owner(stream.system)])
@@ -55,7 +56,7 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=assets,
         jobs=[main_job],
-        resources={**source_clients(), "ledger": LedgerResource(), "routing": RoutingResource()},
+        resources={**source_clients(), "ledger": LedgerResource(), "routing": RoutingResource(), **(resources or {})},
     )
 
 

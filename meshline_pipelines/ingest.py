@@ -19,14 +19,14 @@ from meshline_pipelines.ledger import Ledger, StoreOutcome
 from meshline_pipelines.ledger.store import (
     CONFLICT, INSERTED, STALE, UPDATED, canonical_json, content_hash, is_timestamp_version, row_hashes, utc_now,
 )
-from meshline_pipelines.normalize import ISSUE_COLUMNS, RECORD, MapContext, Normalized, record_hashes
+from meshline_pipelines.normalize import ISSUE_COLUMNS, RECORD, MapContext, Normalized, empty_table, record_hashes
 from meshline_pipelines.partitions import daily_partitions
+from meshline_pipelines.privacy import mask_personal
 from meshline_pipelines.routing import Routing
 from meshline_pipelines.sources.base import SourceClient
 
 log = logging.getLogger(__name__)
 
-PERSONAL_COLUMNS = {"email", "phone", "first_name", "last_name"}
 FIXES = {
     "missing_field": "add the field in {system} (or correct the export), then re-run the partition",
     "failed_validation": "correct the value in {system} (or the export), then re-run the partition",
@@ -116,11 +116,12 @@ def _raw_rows(stream: Stream, account: str, partition_key: str, records: pd.Data
          "partition_key": partition_key, "fetched_at": batch.fetched_at or now}
         for batch in unreadable
     ], columns=landed.columns)
-    return pd.concat([landed, files], ignore_index=True) if not files.empty else landed
+    parts = [frame for frame in (landed, files) if not frame.empty]
+    return pd.concat(parts, ignore_index=True) if parts else landed
 
 
 def _non_object_issues(records: pd.DataFrame, table: str) -> list[dict]:
-    not_objects = records.index[~records["payload"].map(lambda payload: isinstance(payload, dict))]
+    not_objects = records.index[~records["payload"].map(lambda payload: isinstance(payload, dict)).astype(bool)]
     return [
         {"record": int(position), "table": table, "column": None, "source_field": None, "kind": "failed_validation",
          "rule": f"{table}.record:type", "value": type(records.at[position, "payload"]).__name__,
@@ -184,23 +185,27 @@ def _new_schema_failures(table: str, frame: pd.DataFrame, known: list[dict]) -> 
     ]
 
 
-def _mask(column: str | None, value: str | None) -> str | None:
-    if value is None or pd.isna(value) or column not in PERSONAL_COLUMNS:
-        return value
-    if column == "email" and "@" in value:
-        local, _, domain = value.partition("@")
-        return f"{local[:1]}***@{domain}"
-    return f"{value[:1]}***"
+def _collapse_unknown_currencies(issues: list[dict]) -> list[dict]:
+    """Report an unknown currency once, on its currency column, not again on every amount it prices."""
+    unknown = {issue["record"] for issue in issues
+               if issue["rule"].endswith("currency:isin") and issue["kind"] == "failed_validation"}
+    return [issue for issue in issues
+            if not (issue["record"] in unknown and str(issue["message"] or "").startswith("unknown currency"))]
 
 
 def _describe(issue: Mapping, source_field: str | None) -> str:
+    if issue["kind"] == "connector_failure":
+        return issue["message"]
     where = source_field or issue["column"] or "record"
     if issue["kind"] == "missing_field":
         return f"required field {where} is missing"
-    if issue["message"]:
-        return f"{where}: {issue['message']}"
-    check = issue["rule"].rsplit(":", 1)[-1]
-    return f"{where} value {issue['value']!r} fails the rule {check}"
+    return f"{where}: {issue['message']}"
+
+
+def _subject(stream: Stream, record_id: str, origin: str | None, table: str) -> str:
+    if record_id.startswith("file:"):
+        return f"{stream.name} file {origin}"
+    return f"{table} record {record_id} in {origin}"
 
 
 def _exception_rows(stream: Stream, account: str, partition_key: str, issues: pd.DataFrame,
@@ -225,11 +230,11 @@ def _exception_rows(stream: Stream, account: str, partition_key: str, issues: pd
             "partition_key": partition_key,
             "rule": issue["rule"],
             "field": source_field or issue["column"],
-            "value": _mask(issue["column"], issue["value"]),
+            "value": mask_personal(issue["column"], issue["value"]),
             "owner": route.owner,
             "decision_owner": route.decision_owner,
-            "reason": f"{system_name} {issue['table']} record {record_id} in {origin}: "
-                      f"{_describe({**issue, 'value': _mask(issue['column'], issue['value'])}, source_field)}. "
+            "reason": f"{system_name} {_subject(stream, record_id, origin, issue['table'])}: "
+                      f"{_describe({**issue, 'value': mask_personal(issue['column'], issue['value'])}, source_field)}. "
                       f"Fix: {fix}.",
             "details": canonical_json({"origin": origin, "column": issue["column"], "source_field": source_field,
                                        "stream": stream.name}),
@@ -279,20 +284,25 @@ def run_stream(stream: Stream, client: SourceClient, ledger: Ledger, routing: Ro
 
     primary = stream.tables[0]
     issues = _non_object_issues(records, primary)
-    objects = records[records["payload"].map(lambda payload: isinstance(payload, dict))]
-    normalized = stream.normalize(objects, context)
+    objects = records[records["payload"].map(lambda payload: isinstance(payload, dict)).astype(bool)]
+    if objects.empty:
+        normalized = Normalized(tables={table: empty_table(table) for table in stream.tables})
+    else:
+        normalized = stream.normalize(objects, context)
     issues += normalized.issues
 
     frames: dict[str, pd.DataFrame] = {}
     for table in stream.tables:
         frames[table] = normalized.tables[table]
         issues += _new_schema_failures(table, frames[table], issues)
+    issues = _collapse_unknown_currencies(issues)
     failed = {issue["record"] for issue in issues}
 
     for table in stream.tables:
         kept = frames[table][~frames[table][RECORD].isin(failed)]
         kept, redelivered, duplicate_issues = _in_batch_duplicates(table, kept)
-        run.redelivered += redelivered
+        if table == primary:
+            run.redelivered += redelivered
         issues += duplicate_issues
         frames[table] = kept
     failed = {issue["record"] for issue in issues}
@@ -401,12 +411,20 @@ def stream_asset(stream: Stream, *, client_key: str, owners: list[str]) -> dg.As
             context.resources.ledger.open(),
             routing_resource.load(),
             partition_key=context.partition_key,
-            run_id=context.run_id,
+            run_id=context.run.run_id,
             max_failure_rate=routing_resource.failure_rate_limit(),
             logger=context.log,
         )
         for table, outcome in run.checks.items():
-            yield outcome.result(run.failed_rules.get(table, {}))
+            yield outcome.result(run.failed_rules.get(table, {}), context.partition_key)
+        if run.quarantined:
+            # Failing without a materialization marks the partition failed, so Dagster's
+            # "backfill failed and missing" replays it once the source is fixed.
+            blocked = [outcome.describe() for outcome in run.checks.values() if outcome.blocks]
+            raise dg.Failure(
+                description=f"{stream.system}/{stream.name} partition {context.partition_key}: {' '.join(blocked)}",
+                metadata=_materialize_metadata(run),
+            )
         yield dg.MaterializeResult(metadata=_materialize_metadata(run))
 
     return _asset

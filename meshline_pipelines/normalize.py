@@ -101,6 +101,13 @@ def in_model_order(table: str, frame: pd.DataFrame) -> pd.DataFrame:
     return frame[[RECORD, *columns]].reset_index(drop=True)
 
 
+def empty_table(table: str) -> pd.DataFrame:
+    """A canonical frame with no rows, for a partition whose files held no records."""
+    return empty_frame(CANONICAL_MODELS[table]).assign(**{RECORD: pd.Series(dtype="int64")})[
+        [RECORD, *empty_frame(CANONICAL_MODELS[table]).columns]
+    ]
+
+
 class FieldReader:
     """Reads source fields of flattened records for one canonical table, noting invalid values."""
 

@@ -83,8 +83,10 @@ def test_wrong_types_and_unknown_currency_are_named(ledger, routing, import_dir)
     exceptions = ledger.read_exceptions().set_index("record_id")
     assert "invalid amount '12,50'" in exceptions.loc["1001", "reason"]
     assert exceptions.loc["1001", "field"] == "total_price_set.shop_money.amount"
-    currency_reasons = " ".join(ledger.read_exceptions().query("record_id == '1002'")["reason"])
-    assert "unknown currency 'XYZ'" in currency_reasons
+    currency_exceptions = ledger.read_exceptions().query("record_id == '1002'")
+    assert len(currency_exceptions) == 1
+    assert currency_exceptions.iloc[0]["field"] == "total_price_set.shop_money.currency_code"
+    assert "value 'XYZ' is not an ISO 4217 currency code" in currency_exceptions.iloc[0]["reason"]
     assert "expected an ISO 8601 timestamp" in " ".join(ledger.read_exceptions().query("record_id == '1003'")["reason"])
     assert result.failed_records == 3
 
@@ -143,3 +145,45 @@ def test_settlement_row_with_missing_fields(ledger, routing, import_dir):
     assert len(ledger.read_table("payout_lines")) == 1
     reasons = " ".join(ledger.read_exceptions()["reason"])
     assert "row has 8 fields, the header has" in reasons
+
+
+def test_only_unreadable_files_open_exceptions(ledger, routing, import_dir):
+    drop_file(import_dir, "stripe", "charges.json", content=b'{"object": "list", "data": [')
+
+    result = run("stripe", "charges", import_dir, ledger, routing)
+
+    assert result.records == 0
+    assert not result.quarantined
+    assert ledger.read_table("payments").empty
+    assert list(ledger.read_exceptions()["kind"]) == ["connector_failure"]
+
+
+def test_empty_listing_loads_nothing(ledger, routing, import_dir):
+    drop_file(import_dir, "shopify", "orders.json", content=b'{"orders": []}')
+
+    result = run("shopify", "orders", import_dir, ledger, routing)
+
+    assert result.records == 0
+    assert ledger.read_table("orders").empty
+    assert ledger.read_exceptions().empty
+
+
+def test_wrong_envelope_names_the_expected_key(ledger, routing, import_dir):
+    drop_file(import_dir, "shopify", "customers.json", content=b'{"customer": {"id": 1}}')
+
+    run("shopify", "customers", import_dir, ledger, routing)
+
+    reason = ledger.read_exceptions().iloc[0]["reason"]
+    assert "customers.json has no 'customers' list" in reason
+
+
+def test_report_in_latin_1_is_read(ledger, routing, import_dir):
+    report = "seller-sku\tfulfillment-channel-sku\tasin\tcondition-type\tWarehouse-Condition-code\tQuantity Available\n" \
+             "caf\u00e9-mug\tX001\tB0001\tNew\tSELLABLE\t7\n"
+    drop_file(import_dir, "amazon", "GET_AFN_INVENTORY_DATA.txt", content=report.encode("iso-8859-1"))
+
+    run("amazon", "inventory", import_dir, ledger, routing)
+
+    level = ledger.read_table("inventory_levels").iloc[0]
+    assert level["sku"] == "caf\u00e9-mug"
+    assert level["available"] == 7

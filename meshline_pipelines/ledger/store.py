@@ -71,7 +71,9 @@ def _python_rows(frame: pd.DataFrame) -> list[dict]:
 class StoreOutcome:
     """Per canonical row: its key and what the ledger did with it."""
 
-    decisions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=[*KEY_COLUMNS, "decision"]))
+    decisions: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=[*KEY_COLUMNS, "decision", "version", "stored_version"])
+    )
 
     def count(self, decision: str) -> int:
         return int((self.decisions["decision"] == decision).sum())

@@ -12,7 +12,7 @@ def _fields(table: str, **more: str) -> dict[str, str]:
 
 
 STREAMS = [
-    Stream(system=SYSTEM, name="charges", description="Stripe charges as payments, in ISO minor units.",
+    Stream(system=SYSTEM, name="charges", description="Stripe charges as payments; amounts converted from Stripe's minor units to ISO 4217 ones.",
            tables=("payments",), record_id=id_at("id"), normalize=normalize.normalize_charges,
            source_fields=_fields("payments")),
     Stream(system=SYSTEM, name="refunds", description="Stripe refunds, linked to the charge they return.",

@@ -7,6 +7,10 @@ from meshline_pipelines.ledger.tables import metadata
 
 config = context.config
 
+# Dagster's PostgreSQL storage keeps its own Alembic revisions in `alembic_version`; the ledger
+# keeps its own table, so both can share one database.
+VERSION_TABLE = "meshline_alembic_version"
+
 
 def run_migrations() -> None:
     connection = config.attributes.get("connection")
@@ -24,6 +28,7 @@ def _run_on(connection: sa.Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,
+        version_table=VERSION_TABLE,
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():

@@ -1,0 +1,84 @@
+"""The `meshline` command on the demo week, as an operator runs it."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from meshline_pipelines.cli import app
+from meshline_pipelines.ledger import Ledger
+from meshline_pipelines_tests.snapshots import end_state
+
+
+@pytest.fixture
+def meshline_home(tmp_path, monkeypatch, ledger_url):
+    monkeypatch.setenv("MESHLINE_HOME", str(tmp_path / ".meshline"))
+    monkeypatch.setenv("MESHLINE_DATABASE_URL", ledger_url)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv("MESHLINE_IMPORT_DIR", raising=False)
+    return tmp_path / ".meshline"
+
+
+def _invoke(*arguments):
+    result = CliRunner().invoke(app, list(arguments))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_demo_then_run_keeps_the_end_state(meshline_home, ledger_url):
+    output = _invoke("demo")
+
+    assert "Staged 15 sample files" in output
+    assert "6 partitions, 6 succeeded, 0 failed" in output
+    assert "Open exceptions" not in output
+    ledger = Ledger.connect(ledger_url)
+    first = end_state(ledger)
+
+    _invoke("run")
+
+    assert end_state(ledger) == first
+    assert (meshline_home / "dagster_home" / "dagster.yaml").exists()
+    ledger.dispose()
+
+
+def test_records_show_exact_decimals_and_identity(meshline_home):
+    _invoke("demo")
+
+    orders = json.loads(_invoke("records", "orders", "--format", "json"))
+    refunds = json.loads(_invoke("records", "refunds", "--system", "shopify", "--format", "json"))
+    table = _invoke("records", "orders")
+
+    totals = {(row["system"], row["source_id"]): (row["total_amount"], row["total_currency"]) for row in orders}
+    assert totals[("shopify", "450789469")] == ("598.94", "USD")
+    assert totals[("amazon", "123-4567890-1234567")] == ("149.99", "USD")
+    assert [(row["source_id"], row["amount"], row["currency"]) for row in refunds] == [("509562969", "209.00", "USD")]
+    assert "598.94" in table
+
+
+def test_exceptions_list_names_owner_and_fix(meshline_home):
+    drop = meshline_home / "imports" / "2026-11-30" / "stripe"
+    drop.mkdir(parents=True)
+    (drop / "charges.json").write_text('{"object": "list", "data": [')
+
+    _invoke("run")
+    listed = json.loads(_invoke("exceptions", "list", "--format", "json"))
+
+    assert len(listed) == 1
+    assert listed[0]["kind"] == "connector_failure"
+    assert listed[0]["owner"] == "team:finance"
+    assert listed[0]["partition_key"] == "2026-11-30"
+    assert "charges.json is not valid JSON" in listed[0]["reason"]
+
+
+def test_unknown_entity_is_rejected(meshline_home):
+    result = CliRunner().invoke(app, ["records", "invoices"])
+
+    assert result.exit_code == 2
+    assert "unknown entity 'invoices'" in result.output
+
+
+def test_run_of_a_partition_without_data(meshline_home):
+    result = CliRunner().invoke(app, ["run", "--partition", "2026-01-01"])
+
+    assert result.exit_code == 2
+    assert "no data for partitions 2026-01-01" in result.output

@@ -1,0 +1,135 @@
+"""Ledger contracts: migrations match the model, upserts follow record versions, raw landing is idempotent."""
+
+import copy
+import json
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from meshline_pipelines.ledger import Ledger
+from meshline_pipelines.ledger.tables import metadata
+from meshline_pipelines_tests.conftest import drop_file, sample_json
+from meshline_pipelines_tests.helpers import run
+from meshline_pipelines_tests.snapshots import end_state
+
+
+def _orders_file(import_dir, orders, partition):
+    drop_file(import_dir, "shopify", "orders.json", partition=partition,
+              content=json.dumps({"orders": orders}).encode())
+
+
+def _sample_order(**changes) -> dict:
+    order = copy.deepcopy(sample_json("shopify", "orders.json")["orders"][0])
+    order.update(changes)
+    return order
+
+
+def test_migrations_match_the_model(ledger):
+    with ledger.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"version_table": "meshline_alembic_version"})
+        differences = compare_metadata(context, metadata)
+
+    assert differences == []
+
+
+def test_connecting_again_keeps_the_data(ledger_url, ledger, routing, import_dir):
+    drop_file(import_dir, "shopify", "orders.json")
+    run("shopify", "orders", import_dir, ledger, routing)
+
+    again = Ledger.connect(ledger_url)
+
+    assert len(again.read_table("orders")) == 1
+    with again.engine.connect() as connection:
+        version = connection.execute(sa.text("select version_num from meshline_alembic_version")).scalar()
+    assert version == "0001"
+    again.dispose()
+
+
+def test_rerun_is_absorbed(ledger, routing, import_dir):
+    drop_file(import_dir, "shopify", "orders.json")
+    run("shopify", "orders", import_dir, ledger, routing)
+    before = end_state(ledger)
+
+    second = run("shopify", "orders", import_dir, ledger, routing)
+
+    assert second.stored["orders"].counts()["absorbed"] == 1
+    assert second.stored["order_lines"].counts()["absorbed"] == 3
+    assert second.raw_landed == 0
+    assert end_state(ledger) == before
+
+
+def test_newer_version_updates_and_older_never_overwrites(ledger, routing, import_dir):
+    _orders_file(import_dir, [_sample_order(updated_at="2026-11-20T10:00:00-05:00", note="second")], "2026-11-24")
+    _orders_file(import_dir, [_sample_order(updated_at="2026-11-19T10:00:00-05:00", note="first")], "2026-11-25")
+    _orders_file(import_dir, [_sample_order(updated_at="2026-11-21T10:00:00+01:00", note="third")], "2026-11-26")
+
+    run("shopify", "orders", import_dir, ledger, routing, partition="2026-11-24")
+    stale = run("shopify", "orders", import_dir, ledger, routing, partition="2026-11-25")
+    after_stale = ledger.read_table("orders").iloc[0]
+    newer = run("shopify", "orders", import_dir, ledger, routing, partition="2026-11-26")
+    after_newer = ledger.read_table("orders").iloc[0]
+
+    assert stale.stored["orders"].counts()["stale"] == 1
+    assert after_stale["version"] == "2026-11-20T15:00:00.000000Z"
+    assert json.loads(after_stale["extra"])["note"] == "second"
+    assert newer.stored["orders"].counts()["updated"] == 1
+    assert after_newer["version"] == "2026-11-21T09:00:00.000000Z"
+    assert json.loads(after_newer["extra"])["note"] == "third"
+    assert after_newer["partition_key"] == "2026-11-26"
+    assert ledger.read_exceptions().empty
+
+
+def test_same_version_other_content_is_a_duplicate_record(ledger, routing, import_dir):
+    _orders_file(import_dir, [_sample_order(note="original")], "2026-11-24")
+    _orders_file(import_dir, [_sample_order(note="changed without a new updated_at")], "2026-11-25")
+
+    run("shopify", "orders", import_dir, ledger, routing, partition="2026-11-24")
+    conflict = run("shopify", "orders", import_dir, ledger, routing, partition="2026-11-25")
+
+    assert conflict.stored["orders"].counts()["conflict"] == 1
+    assert json.loads(ledger.read_table("orders").iloc[0]["extra"])["note"] == "original"
+    exception = ledger.read_exceptions().iloc[0]
+    assert exception["kind"] == "duplicate_record"
+    assert exception["record_id"] == "450789469"
+    assert "already stored with different content" in exception["reason"]
+
+
+def test_conflicting_copies_in_one_partition(ledger, routing, import_dir):
+    others = [_sample_order(id=2000 + n, line_items=[]) for n in range(8)]
+    _orders_file(import_dir, [_sample_order(note="a"), _sample_order(note="b"), *others], "2026-11-24")
+
+    result = run("shopify", "orders", import_dir, ledger, routing)
+
+    assert "450789469" not in set(ledger.read_table("orders")["source_id"])
+    assert len(ledger.read_table("orders")) == 8
+    assert set(ledger.read_exceptions()["kind"]) == {"duplicate_record"}
+    assert result.checks["orders"].failed_records == 2
+
+
+def test_identical_redelivery_in_one_partition_is_counted(ledger, routing, import_dir):
+    _orders_file(import_dir, [_sample_order(), _sample_order()], "2026-11-24")
+
+    result = run("shopify", "orders", import_dir, ledger, routing)
+
+    assert result.redelivered == 1
+    assert len(ledger.read_table("orders")) == 1
+    assert len(ledger.read_raw(system="shopify")) == 1
+    assert ledger.read_exceptions().empty
+
+
+def test_exception_opens_once_per_fingerprint(ledger, routing, import_dir):
+    broken = _sample_order(id=1001)
+    del broken["created_at"]
+    good = [_sample_order(id=2000 + n, line_items=[]) for n in range(8)]
+    _orders_file(import_dir, [broken, *good], "2026-11-24")
+
+    first = run("shopify", "orders", import_dir, ledger, routing)
+    second = run("shopify", "orders", import_dir, ledger, routing)
+
+    exceptions = ledger.read_exceptions()
+    assert first.exceptions == {"opened": 1, "seen_again": 0}
+    assert second.exceptions == {"opened": 0, "seen_again": 1}
+    assert len(exceptions) == 1
+    assert exceptions.iloc[0]["occurrences"] == 2
+    assert exceptions.iloc[0]["status"] == "open"
