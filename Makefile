@@ -36,7 +36,7 @@ test: install-dev
 
 ui: install
 	mkdir -p "$(DAGSTER_HOME)"
-	test -f "$(DAGSTER_HOME)/dagster.yaml" || echo "# Embedded default: SQLite storage in this folder." > "$(DAGSTER_HOME)/dagster.yaml"
+	test -f "$(DAGSTER_HOME)/dagster.yaml" || printf '# Embedded default: SQLite storage in this folder.\ntelemetry:\n  enabled: false\n' > "$(DAGSTER_HOME)/dagster.yaml"
 	$(BIN)/dagster dev -w workspace.yaml
 
 clean:

@@ -13,6 +13,7 @@ from rich.table import Table
 from meshline_pipelines import settings
 from meshline_pipelines.canonical.schemas import CANONICAL_MODELS, model_columns
 from meshline_pipelines.money import format_minor
+from meshline_pipelines.routing import EXCEPTION_KINDS
 
 app = typer.Typer(help="MeshLine: normalized, validated and owned ecommerce records on Dagster.",
                   no_args_is_help=True, add_completion=False)
@@ -35,8 +36,9 @@ TABLE_COLUMNS = {
     "payouts": ["status", "amount", "currency", "payout_date"],
     "payout_lines": ["payout_source_id", "type", "amount", "fee_amount", "currency", "processed_at"],
 }
-EXCEPTION_COLUMNS = ["id", "kind", "system", "entity", "record_id", "rule", "owner", "decision_owner", "status",
-                     "due_at", "reason"]
+EXCEPTION_COLUMNS = ["id", "kind", "system", "entity", "record_id", "partition_key", "owner", "decision_owner",
+                     "status", "due_at", "reason"]
+SYSTEMS = ["shopify", "amazon", "stripe"]
 
 
 class OutputFormat(str, Enum):
@@ -50,7 +52,10 @@ def _ensure_dagster_home() -> Path:
     instance_config = home / "dagster.yaml"
     if not instance_config.exists():
         # An empty file keeps Dagster's defaults (SQLite storage in this folder) and tells Dagster so.
-        instance_config.write_text("# Embedded default: SQLite run, event and schedule storage in this folder.\n")
+        instance_config.write_text(
+            "# Embedded default: SQLite run, event and schedule storage in this folder.\n"
+            "telemetry:\n  enabled: false\n"
+        )
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -77,7 +82,21 @@ def records_for_display(frame: pd.DataFrame, table: str) -> list[dict]:
         elif str(frame[column].dtype).startswith("datetime64"):
             shown[column] = frame[column].map(lambda value: None if pd.isna(value) else value.isoformat())
     shown = shown.astype(object).where(shown.notna(), None)
-    return shown.to_dict(orient="records")
+    rows = shown.to_dict(orient="records")
+    for row in rows:
+        # `extra` is stored as JSON text; show it as the object it is.
+        row["extra"] = json.loads(row["extra"]) if row["extra"] else None
+    return rows
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _check_system(system: str | None) -> None:
+    if system is not None and system not in SYSTEMS:
+        console.print(f"[red]error:[/red] unknown system {system!r}: expected one of {', '.join(SYSTEMS)}")
+        raise typer.Exit(2)
 
 
 def _print_table(title: str, rows: list[dict], columns: list[str]) -> None:
@@ -102,7 +121,7 @@ def _print_summary(ledger, runs) -> None:
         _print_table("Open exceptions by kind and owner", grouped.to_dict(orient="records"), ["kind", "owner", "open"])
 
     failed = [run for run in runs if not run.success]
-    console.print(f"Runs: {len(runs)} partitions, {len(runs) - len(failed)} succeeded, {len(failed)} failed"
+    console.print(f"Runs: {_plural(len(runs), 'partition')}, {len(runs) - len(failed)} succeeded, {len(failed)} failed"
                   + (f" ({', '.join(run.partition_key for run in failed)})" if failed else "") + ".")
     console.print(
         "Next:\n"
@@ -123,7 +142,7 @@ def _run(partitions: list[str] | None) -> None:
     with dg.DagsterInstance.get() as instance:
         runs = run_main_job(
             defs, instance, only=partitions or None,
-            on_start=lambda key, count: console.print(f"Running {count} assets for partition {key} ..."),
+            on_start=lambda key, count: console.print(f"Running {_plural(count, 'asset')} for partition {key} ..."),
             log_level="WARNING",
         )
     for run in runs:
@@ -170,6 +189,7 @@ def records(
     if entity not in CANONICAL_MODELS:
         console.print(f"[red]error:[/red] unknown entity {entity!r}: expected one of {', '.join(CANONICAL_MODELS)}")
         raise typer.Exit(2)
+    _check_system(system)
     rows = records_for_display(_ledger().read_table(entity, system=system), entity)
     if output is OutputFormat.json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
@@ -180,16 +200,31 @@ def records(
 @exceptions_app.command("list")
 def list_exceptions(
     status: str = typer.Option(None, "--status", help="Only exceptions with this status, e.g. open."),
+    kind: str = typer.Option(None, "--kind", help=f"Only this kind: {', '.join(EXCEPTION_KINDS)}."),
+    system: str = typer.Option(None, "--system", "-s", help="Only exceptions of this system, e.g. shopify."),
+    owner: str = typer.Option(None, "--owner", help="Only exceptions owned by this owner, e.g. team:data-ops."),
     output: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
 ) -> None:
     """List exceptions, soonest due first."""
+    _check_system(system)
+    if kind is not None and kind not in EXCEPTION_KINDS:
+        console.print(f"[red]error:[/red] unknown kind {kind!r}: expected one of {', '.join(EXCEPTION_KINDS)}")
+        raise typer.Exit(2)
     frame = _ledger().read_exceptions(status=status)
-    for column in ("due_at", "opened_at", "last_seen_at", "updated_at"):
-        frame[column] = frame[column].map(lambda value: None if pd.isna(value) else value.isoformat())
-    rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    for column, value in (("kind", kind), ("system", system), ("owner", owner)):
+        if value is not None:
+            frame = frame[frame[column] == value]
+
     if output is OutputFormat.json:
+        for column in ("due_at", "opened_at", "last_seen_at", "updated_at"):
+            frame[column] = frame[column].map(lambda value: None if pd.isna(value) else value.isoformat())
+        rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+        for row in rows:
+            row["details"] = json.loads(row["details"]) if row["details"] else None
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
         return
+    frame["due_at"] = frame["due_at"].dt.strftime("%Y-%m-%d %H:%M UTC")
+    rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
     _print_table(f"exceptions ({len(rows)})", rows, EXCEPTION_COLUMNS)
 
 

@@ -6,6 +6,8 @@ current day is included (`end_offset=1`) so a file dropped today can be imported
 
 import dagster as dg
 
-PARTITIONS_START = "2020-01-01"
+from meshline_pipelines import settings
 
-daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, timezone="UTC", end_offset=1)
+daily_partitions = dg.DailyPartitionsDefinition(
+    start_date=settings.partitions_start(), timezone="UTC", end_offset=1
+)

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from meshline_pipelines import settings
 from meshline_pipelines.definitions import MAIN_JOB, STREAMS
+from meshline_pipelines.partitions import daily_partitions
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +25,15 @@ class PartitionRun:
 def partitions_with_data(defs: dg.Definitions) -> dict[str, list[dg.AssetKey]]:
     """Partition key -> the assets whose source has data for it."""
     clients = defs.resources
+    valid_keys = set(daily_partitions.get_partition_keys())
     planned: dict[str, list[dg.AssetKey]] = {}
     for stream in STREAMS:
         for partition_key in clients[stream.system].partitions_with_data(stream.name):
+            if partition_key not in valid_keys:
+                log.warning("%s/%s: day folder %s is outside the partitions %s to today and is skipped; "
+                            "set %s to an earlier day to import it", stream.system, stream.name, partition_key,
+                            settings.partitions_start(), settings.PARTITIONS_START_ENV)
+                continue
             planned.setdefault(partition_key, []).append(stream.asset_key)
     return dict(sorted(planned.items()))
 
@@ -35,6 +43,9 @@ def run_main_job(defs: dg.Definitions, instance: dg.DagsterInstance, *, only: li
     job = defs.resolve_job_def(MAIN_JOB)
     planned = partitions_with_data(defs)
     if only:
+        invalid = [key for key in only if not settings.PARTITION_KEY.match(key)]
+        if invalid:
+            raise ValueError(f"invalid partition key {', '.join(invalid)}: write a day as YYYY-MM-DD")
         unknown = sorted(set(only) - set(planned))
         if unknown:
             raise ValueError(f"no data for partitions {', '.join(unknown)}: "

@@ -6,14 +6,22 @@ dropped files are read from `imports/`.
 """
 
 import os
+import re
 from importlib import resources
 from pathlib import Path
+
+PARTITION_KEY = re.compile(r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")
 
 HOME_ENV = "MESHLINE_HOME"
 DATABASE_URL_ENV = "MESHLINE_DATABASE_URL"
 IMPORT_DIR_ENV = "MESHLINE_IMPORT_DIR"
 ROUTING_FILE_ENV = "MESHLINE_ROUTING_FILE"
 MAX_FAILURE_RATE_ENV = "MESHLINE_MAX_FAILURE_RATE"
+PARTITIONS_START_ENV = "MESHLINE_PARTITIONS_START"
+
+# First daily partition. Every day after it counts as a partition in the Dagster UI, so set it
+# to the first day you import: a start years back would show thousands of empty days.
+DEFAULT_PARTITIONS_START = "2026-11-01"
 
 # Share of a partition's records that may fail validation before its blocking checks fail.
 DEFAULT_MAX_FAILURE_RATE = 0.2
@@ -60,6 +68,13 @@ def max_failure_rate() -> float:
     if not 0 <= rate <= 1:
         raise ValueError(f"{MAX_FAILURE_RATE_ENV}={raw!r} is outside 0..1: set a share such as 0.2")
     return rate
+
+
+def partitions_start() -> str:
+    raw = os.environ.get(PARTITIONS_START_ENV) or DEFAULT_PARTITIONS_START
+    if not PARTITION_KEY.match(raw):
+        raise ValueError(f"{PARTITIONS_START_ENV}={raw!r} is not a date: write the first import day as YYYY-MM-DD")
+    return raw
 
 
 def bundled_samples_dir() -> Path:

@@ -51,6 +51,8 @@ def test_records_show_exact_decimals_and_identity(meshline_home):
     totals = {(row["system"], row["source_id"]): (row["total_amount"], row["total_currency"]) for row in orders}
     assert totals[("shopify", "450789469")] == ("598.94", "USD")
     assert totals[("amazon", "123-4567890-1234567")] == ("149.99", "USD")
+    shopify_order = next(row for row in orders if row["system"] == "shopify")
+    assert shopify_order["extra"]["po_number"] == "ABC123"
     assert [(row["source_id"], row["amount"], row["currency"]) for row in refunds] == [("509562969", "209.00", "USD")]
     assert "598.94" in table
 
@@ -78,7 +80,36 @@ def test_unknown_entity_is_rejected(meshline_home):
 
 
 def test_run_of_a_partition_without_data(meshline_home):
-    result = CliRunner().invoke(app, ["run", "--partition", "2026-01-01"])
+    result = CliRunner().invoke(app, ["run", "--partition", "2026-11-02"])
 
     assert result.exit_code == 2
-    assert "no data for partitions 2026-01-01" in result.output
+    assert "no data for partitions 2026-11-02" in result.output
+
+
+def test_invalid_partition_key_is_named(meshline_home):
+    result = CliRunner().invoke(app, ["run", "--partition", "2026-13-01"])
+
+    assert result.exit_code == 2
+    assert "invalid partition key 2026-13-01: write a day as YYYY-MM-DD" in result.output
+
+
+def test_unknown_system_is_rejected(meshline_home):
+    result = CliRunner().invoke(app, ["records", "orders", "--system", "shopfy"])
+
+    assert result.exit_code == 2
+    assert "unknown system 'shopfy'" in result.output
+
+
+def test_exceptions_filter_by_kind_and_system(meshline_home):
+    drop = meshline_home / "imports" / "2026-11-30" / "stripe"
+    drop.mkdir(parents=True)
+    (drop / "charges.json").write_text("[")
+    _invoke("run")
+
+    stripe = json.loads(_invoke("exceptions", "list", "--system", "stripe", "--kind", "connector_failure",
+                                "--format", "json"))
+    shopify = json.loads(_invoke("exceptions", "list", "--system", "shopify", "--format", "json"))
+
+    assert [row["record_id"] for row in stripe] == ["file:2026-11-30/stripe/charges.json"]
+    assert stripe[0]["details"]["stream"] == "charges"
+    assert shopify == []

@@ -43,7 +43,7 @@ def test_assets_carry_owners_groups_and_blocking_checks():
     assert spec.group_name == "shopify"
     assert spec.owners == ["team:storefront"]
     assert "shopify" in spec.kinds
-    assert orders.partitions_def.get_first_partition_key() == "2020-01-01"
+    assert orders.partitions_def.get_first_partition_key() == "2026-11-01"
     check_names = {check.name for check in orders.check_specs}
     assert check_names == {"orders_schema", "order_lines_schema"}
     assert all(check.blocking for check in orders.check_specs)
