@@ -265,23 +265,12 @@ def _audit_rows(stream: Stream, account: str, run_id: str | None, decisions: pd.
     return pd.DataFrame(events)
 
 
-def run_stream(stream: Stream, client: SourceClient, ledger: Ledger, routing: Routing, *, partition_key: str,
-               run_id: str | None = None, max_failure_rate: float = 0.2,
-               logger: logging.Logger | dg.DagsterLogManager = log) -> StreamRun:
-    run = StreamRun(stream=stream, partition_key=partition_key)
-    account = client.account
-    context = MapContext(system=stream.system, account=account, partition_key=partition_key)
+def _normalize_and_validate(stream: Stream, records: pd.DataFrame, context: MapContext,
+                            run: StreamRun) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Map the records to canonical frames and collect every problem, one issue per record and rule.
 
-    batches = client.extract(stream.name, partition_key)
-    unreadable = [batch for batch in batches if batch.error]
-    for batch in unreadable:
-        logger.error(f"{stream.system}/{stream.name} partition {partition_key}: {batch.error}")
-    run.unreadable_files = [batch.origin for batch in unreadable]
-
-    records = _record_frame(batches, stream.record_id)
-    run.records = len(records)
-    run.raw_landed = ledger.land_raw(_raw_rows(stream, account, partition_key, records, unreadable))
-
+    The frames returned hold only rows of records without issues.
+    """
     primary = stream.tables[0]
     issues = _non_object_issues(records, primary)
     objects = records[records["payload"].map(lambda payload: isinstance(payload, dict)).astype(bool)]
@@ -291,13 +280,12 @@ def run_stream(stream: Stream, client: SourceClient, ledger: Ledger, routing: Ro
         normalized = stream.normalize(objects, context)
     issues += normalized.issues
 
-    frames: dict[str, pd.DataFrame] = {}
+    frames = dict(normalized.tables)
     for table in stream.tables:
-        frames[table] = normalized.tables[table]
         issues += _new_schema_failures(table, frames[table], issues)
     issues = _collapse_unknown_currencies(issues)
-    failed = {issue["record"] for issue in issues}
 
+    failed = {issue["record"] for issue in issues}
     for table in stream.tables:
         kept = frames[table][~frames[table][RECORD].isin(failed)]
         kept, redelivered, duplicate_issues = _in_batch_duplicates(table, kept)
@@ -305,59 +293,103 @@ def run_stream(stream: Stream, client: SourceClient, ledger: Ledger, routing: Ro
             run.redelivered += redelivered
         issues += duplicate_issues
         frames[table] = kept
-    failed = {issue["record"] for issue in issues}
-    issue_frame = pd.DataFrame(issues, columns=ISSUE_COLUMNS)
 
+    failed = {issue["record"] for issue in issues}
+    frames = {table: frame[~frame[RECORD].isin(failed)] for table, frame in frames.items()}
+    return frames, pd.DataFrame(issues, columns=ISSUE_COLUMNS)
+
+
+def _store(stream: Stream, frames: dict[str, pd.DataFrame], ledger: Ledger, run: StreamRun,
+           run_id: str | None) -> pd.DataFrame:
+    """Upsert the valid rows; return a duplicate_record issue for each version conflict.
+
+    The primary table goes first. A record whose primary row is stale or conflicts keeps its stored
+    state in every table, so an old order version never brings back its old lines.
+    """
+    conflicts = []
+    held: set[int] = set()
     for table in stream.tables:
-        table_issues = issue_frame[issue_frame["table"] == table]
+        rows = frames[table][~frames[table][RECORD].isin(held)]
+        outcome = ledger.store(table, rows, partition_key=run.partition_key, run_id=run_id)
+        run.stored[table] = outcome
+
+        positions = rows.drop_duplicates("source_id", keep="last").set_index("source_id")[RECORD]
+        decided = outcome.decisions.assign(record=outcome.decisions["source_id"].map(positions))
+        if table == stream.tables[0]:
+            held = set(decided.loc[decided["decision"].isin([STALE, CONFLICT]), "record"].astype(int))
+        for row in decided[decided["decision"] == CONFLICT].itertuples():
+            conflicts.append({
+                "record": int(row.record), "table": table, "column": "version", "source_field": None,
+                "kind": "duplicate_record", "rule": f"{table}.version:conflicting_content", "value": row.version,
+                "message": f"version {row.version} is already stored with different content",
+            })
+    return pd.DataFrame(conflicts, columns=ISSUE_COLUMNS)
+
+
+def _file_issues(stream: Stream, unreadable) -> pd.DataFrame:
+    return pd.DataFrame([
+        {"record": -1, "record_id": f"file:{batch.origin}", "origin": batch.origin, "table": stream.tables[0],
+         "column": None, "source_field": None, "kind": "connector_failure",
+         "rule": f"{stream.tables[0]}.file:unreadable", "value": None, "message": batch.error}
+        for batch in unreadable
+    ], columns=[*ISSUE_COLUMNS, "record_id", "origin"])
+
+
+def run_stream(stream: Stream, client: SourceClient, ledger: Ledger, routing: Routing, *, partition_key: str,
+               run_id: str | None = None, max_failure_rate: float = 0.2,
+               logger: logging.Logger | dg.DagsterLogManager = log) -> StreamRun:
+    """Import one partition of a stream: land it raw, validate it, store it and open its exceptions."""
+    run = StreamRun(stream=stream, partition_key=partition_key)
+    account = client.account
+    where = f"{stream.system}/{stream.name} partition {partition_key}"
+
+    batches = client.extract(stream.name, partition_key)
+    unreadable = [batch for batch in batches if batch.error]
+    for batch in unreadable:
+        logger.error(f"{where}: {batch.error}")
+    run.unreadable_files = [batch.origin for batch in unreadable]
+
+    records = _record_frame(batches, stream.record_id)
+    run.records = len(records)
+    run.raw_landed = ledger.land_raw(_raw_rows(stream, account, partition_key, records, unreadable))
+
+    context = MapContext(system=stream.system, account=account, partition_key=partition_key)
+    frames, issues = _normalize_and_validate(stream, records, context, run)
+    for table in stream.tables:
+        table_issues = issues[issues["table"] == table]
         run.failed_rules[table] = table_issues.groupby("rule")["record"].nunique().to_dict()
         run.checks[table] = CheckOutcome(
             table=table, records=run.records, failed_records=table_issues["record"].nunique(),
-            max_failure_rate=max_failure_rate, unreadable_files=run.unreadable_files if table == primary else [],
+            max_failure_rate=max_failure_rate,
+            unreadable_files=run.unreadable_files if table == stream.tables[0] else [],
         )
     run.quarantined = any(outcome.blocks for outcome in run.checks.values())
+    for rule, count in sorted(issues.groupby("rule")["record"].nunique().items()):
+        logger.warning(f"{where}: {count} {'record' if count == 1 else 'records'} failed {rule}")
 
-    conflicts = []
     if run.quarantined:
-        logger.error(
-            f"{stream.system}/{stream.name} partition {partition_key}: {len(failed)} of {run.records} records "
-            f"failed validation, above the maximum share {max_failure_rate:.0%}; nothing stored"
-        )
+        logger.error(f"{where}: {issues['record'].nunique()} of {run.records} records failed validation, "
+                     f"above the maximum share {max_failure_rate:.0%}; nothing stored")
+        conflicts = pd.DataFrame(columns=ISSUE_COLUMNS)
     else:
-        for table in stream.tables:
-            kept = frames[table][~frames[table][RECORD].isin(failed)]
-            outcome = ledger.store(table, kept, partition_key=partition_key, run_id=run_id)
-            run.stored[table] = outcome
-            conflicted = outcome.decisions[outcome.decisions["decision"] == CONFLICT]
-            positions = kept.set_index("source_id")[RECORD]
-            conflicts += [
-                {"record": int(positions[source_id]), "table": table, "column": "version", "source_field": None,
-                 "kind": "duplicate_record", "rule": f"{table}.version:conflicting_content", "value": version,
-                 "message": f"version {version} is already stored with different content"}
-                for source_id, version in zip(conflicted["source_id"], conflicted["version"])
-            ]
+        conflicts = _store(stream, frames, ledger, run, run_id)
 
-    exception_issues = pd.concat([issue_frame, pd.DataFrame(conflicts, columns=ISSUE_COLUMNS)], ignore_index=True)
-    exception_rows = _exception_rows(stream, account, partition_key, exception_issues, records, routing)
-    file_rows = _exception_rows(stream, account, partition_key, pd.DataFrame([
-        {"record": -1, "record_id": f"file:{batch.origin}", "origin": batch.origin, "table": primary, "column": None,
-         "source_field": None, "kind": "connector_failure", "rule": f"{primary}.file:unreadable", "value": None,
-         "message": batch.error}
-        for batch in unreadable
-    ], columns=[*ISSUE_COLUMNS, "record_id", "origin"]), records, routing)
-    run.exceptions = ledger.open_exceptions(pd.concat([exception_rows, file_rows], ignore_index=True), run_id=run_id)
+    record_issues = pd.concat([frame for frame in (issues, conflicts) if not frame.empty] or [issues],
+                              ignore_index=True)
+    exception_rows = pd.concat([
+        _exception_rows(stream, account, partition_key, record_issues, records, routing),
+        _exception_rows(stream, account, partition_key, _file_issues(stream, unreadable), records, routing),
+    ], ignore_index=True)
+    run.exceptions = ledger.open_exceptions(exception_rows, run_id=run_id)
 
     for table in stream.tables:
-        table_issues = exception_issues[exception_issues["table"] == table]
+        table_issues = record_issues[record_issues["table"] == table]
         rejected = {
             str(records.at[position, "record_id"]): sorted(group["rule"].unique())
             for position, group in table_issues.groupby("record")
         }
         decisions = run.stored[table].decisions if table in run.stored else StoreOutcome().decisions
         ledger.record_audit(_audit_rows(stream, account, run_id, decisions, rejected, table))
-
-    for rule, count in sorted(issue_frame.groupby("rule")["record"].nunique().items()):
-        logger.warning(f"{stream.system}/{stream.name} partition {partition_key}: {count} records failed {rule}")
     return run
 
 

@@ -133,3 +133,20 @@ def test_exception_opens_once_per_fingerprint(ledger, routing, import_dir):
     assert len(exceptions) == 1
     assert exceptions.iloc[0]["occurrences"] == 2
     assert exceptions.iloc[0]["status"] == "open"
+
+
+def test_stale_order_keeps_its_stored_lines(ledger, routing, import_dir):
+    newer = _sample_order(updated_at="2026-11-20T10:00:00Z")
+    newer["line_items"][0]["quantity"] = 2
+    older = _sample_order(updated_at="2026-11-19T10:00:00Z")
+    older["line_items"][0]["quantity"] = 1
+    _orders_file(import_dir, [newer], "2026-11-24")
+    _orders_file(import_dir, [older], "2026-11-25")
+
+    run("shopify", "orders", import_dir, ledger, routing, partition="2026-11-24")
+    stale = run("shopify", "orders", import_dir, ledger, routing, partition="2026-11-25")
+
+    assert stale.stored["orders"].counts()["stale"] == 1
+    assert stale.stored["order_lines"].decisions.empty
+    line = ledger.read_table("order_lines").set_index("source_id").loc["466157049"]
+    assert line["quantity"] == 2
