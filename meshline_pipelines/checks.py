@@ -1,7 +1,7 @@
 """Pandera models as blocking Dagster asset checks, scoped to the partition being materialized.
 
-The check runs inside the asset's step (declared through `check_specs`), so it sees exactly the
-partition's rows; a plain `@asset_check` would load every partition through the IO manager.
+The check runs inside the asset's step (declared through `check_specs`), so it validates exactly
+the partition's rows. A plain `@asset_check` would load every partition through the IO manager.
 """
 
 from dataclasses import dataclass

@@ -51,7 +51,7 @@ def _ensure_dagster_home() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     instance_config = home / "dagster.yaml"
     if not instance_config.exists():
-        # An empty file keeps Dagster's defaults (SQLite storage in this folder) and tells Dagster so.
+        # Dagster warns when the home has no dagster.yaml; this one keeps its SQLite defaults.
         instance_config.write_text(
             "# Embedded default: SQLite run, event and schedule storage in this folder.\n"
             "telemetry:\n  enabled: false\n"

@@ -31,7 +31,7 @@ def _account_setting(name: str) -> str:
 
 
 def source_clients() -> dict[str, dg.ConfigurableResource]:
-    """The file (snapshot) clients, one per system, keyed by the system name the assets use."""
+    """Build the file (snapshot) clients, one per system, keyed by the system name the assets use."""
     return {
         "shopify": ShopifyFileClient(shop=_account_setting("SHOPIFY_SHOP")),
         "amazon": AmazonFileClient(seller_id=_account_setting("AMAZON_SELLER_ID"),
@@ -41,7 +41,7 @@ def source_clients() -> dict[str, dg.ConfigurableResource]:
 
 
 def build_definitions(resources: dict[str, dg.ConfigurableResource] | None = None) -> dg.Definitions:
-    """The code location; `resources` replaces the default clients, ledger or routing by key."""
+    """Build the code location. `resources` replaces the default clients, ledger or routing by key."""
     routing = load_routing()
     assets = [
         stream_asset(stream, client_key=stream.system, owners=[routing.system_owner(stream.system)])

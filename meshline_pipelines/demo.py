@@ -5,7 +5,7 @@ from pathlib import Path
 
 from meshline_pipelines import settings
 
-# Day of the demo week -> (system, bundled file) dropped that day, in the order a brand sees them:
+# Day of the demo week -> (system, bundled file) dropped that day, in the order a brand receives them:
 # catalogue and stock first, orders, refunds and payments during the week, payouts at its end.
 DEMO_WEEK: dict[str, list[tuple[str, str]]] = {
     "2026-11-23": [("shopify", "customers.json"), ("shopify", "inventory_levels.json"),

@@ -1,6 +1,6 @@
 """The path of one stream's partition: extract, land raw, normalize, validate, store, open exceptions.
 
-Each system declares its streams as `Stream`s; `run_stream` does the work and `stream_asset`
+Each system declares its streams as `Stream`s. `run_stream` does the work, and `stream_asset`
 wraps it as a daily-partitioned Dagster asset whose blocking checks are the canonical models.
 """
 
@@ -65,7 +65,7 @@ def id_at(path: str) -> Callable[[pd.Series], pd.Series]:
 
 @dataclass
 class StreamRun:
-    """What one run of a stream's partition did, for asset metadata, tests and the CLI."""
+    """Outcome of one run of a stream's partition, for asset metadata, tests and the CLI."""
 
     stream: Stream
     partition_key: str
@@ -172,7 +172,7 @@ def _new_schema_failures(table: str, frame: pd.DataFrame, known: list[dict]) -> 
     """Schema failures that the mapping has not already explained.
 
     A value the mapping could not convert is left empty, so the schema would also report it as
-    missing; and `version` derives from the update time, so it fails whenever that did.
+    missing. And `version` derives from the update time, so it fails whenever that did.
     """
     explained = {(issue["record"], issue["table"], issue["column"]) for issue in known}
     failures = schema_failures(table, frame).to_dict(orient="records")
@@ -287,12 +287,12 @@ def _normalize_and_validate(stream: Stream, records: pd.DataFrame, context: MapC
 
     failed = {issue["record"] for issue in issues}
     for table in stream.tables:
-        kept = frames[table][~frames[table][RECORD].isin(failed)]
-        kept, redelivered, duplicate_issues = _in_batch_duplicates(table, kept)
+        valid_rows = frames[table][~frames[table][RECORD].isin(failed)]
+        valid_rows, redelivered, duplicate_issues = _in_batch_duplicates(table, valid_rows)
         if table == primary:
             run.redelivered += redelivered
         issues += duplicate_issues
-        frames[table] = kept
+        frames[table] = valid_rows
 
     failed = {issue["record"] for issue in issues}
     frames = {table: frame[~frame[RECORD].isin(failed)] for table, frame in frames.items()}
@@ -421,7 +421,7 @@ def _materialize_metadata(run: StreamRun) -> dict:
 
 
 def stream_asset(stream: Stream, *, client_key: str, owners: list[str]) -> dg.AssetsDefinition:
-    """A daily-partitioned asset for the stream, with one blocking schema check per canonical table."""
+    """Build the stream's daily-partitioned asset, with one blocking schema check per canonical table."""
 
     @dg.asset(
         key=stream.asset_key,

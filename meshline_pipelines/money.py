@@ -65,8 +65,8 @@ def _currency_codes(currencies: pd.Series) -> pd.Series:
 
 def _amount_text(amounts: pd.Series) -> pd.Series:
     # JSON numbers arrive as floats (Shopify sends some refund subtotals that way). A float's repr
-    # is the shortest decimal that reads back to it, so "195.66" stays exact; pandas' own float
-    # formatting rounds to 15 digits and could hide a value that has more decimals than allowed.
+    # is the shortest decimal that reads back to it, so "195.66" stays exact. Pandas' own float
+    # formatting rounds to 15 digits, which could hide a value with more decimals than allowed.
     floats = amounts.map(lambda value: isinstance(value, float))
     if floats.any():
         amounts = amounts.astype(object).where(~floats, amounts[floats].map(lambda value: None if math.isnan(value) else repr(value)))

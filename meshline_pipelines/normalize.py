@@ -48,7 +48,7 @@ def _flatten_into(target: dict, prefix: str, node: Any) -> None:
 
 
 def flatten(payloads: pd.Series) -> pd.DataFrame:
-    """One row per payload, nested objects as dotted columns, kept as Python objects.
+    """Flatten payloads into one row each, nested objects as dotted columns, kept as Python objects.
 
     Object dtype keeps integer IDs exact: pandas would turn a column of ints with a gap into floats.
     """
@@ -61,7 +61,7 @@ def flatten(payloads: pd.Series) -> pd.DataFrame:
 
 
 def children(payloads: pd.Series, key: str) -> pd.Series:
-    """The objects in each payload's `key` list, one row each, indexed by the parent's position."""
+    """Return the objects in each payload's `key` list, one row each, indexed by the parent's position."""
     lists = payloads.map(lambda payload: payload.get(key) if isinstance(payload, dict) else None)
     lists = lists[lists.map(lambda value: isinstance(value, list))]
     exploded = lists.explode().dropna()
@@ -102,7 +102,7 @@ def in_model_order(table: str, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def empty_table(table: str) -> pd.DataFrame:
-    """A canonical frame with no rows, for a partition whose files held no records."""
+    """Return a canonical frame with no rows, for a partition whose files contained no records."""
     return empty_frame(CANONICAL_MODELS[table]).assign(**{RECORD: pd.Series(dtype="int64")})[
         [RECORD, *empty_frame(CANONICAL_MODELS[table]).columns]
     ]

@@ -1,6 +1,6 @@
 """Daily UTC partitions shared by every per-system asset.
 
-A partition holds the changes that arrived that day: for files, the files dropped that day. The
+A partition contains the changes that arrived that day: for files, the files dropped that day. The
 current day is included (`end_offset=1`) so a file dropped today can be imported today.
 """
 

@@ -1,4 +1,4 @@
-"""Where MeshLine keeps its state, read from environment variables with embedded defaults.
+"""Locations and limits of MeshLine, read from environment variables with embedded defaults.
 
 With nothing configured, everything lives under `.meshline/` in the working directory: the
 ledger is a SQLite file, the Dagster instance uses SQLite storage under `dagster_home/`, and

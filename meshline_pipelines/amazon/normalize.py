@@ -70,7 +70,7 @@ def normalize_orders(records: pd.DataFrame, context: MapContext) -> Normalized:
 
 
 def normalize_order_items(records: pd.DataFrame, context: MapContext) -> Normalized:
-    """One getOrderItems response per record: the items of one Amazon order."""
+    """Map getOrderItems responses (one per record, the items of one Amazon order) to order lines."""
     issues: list[dict] = []
     payloads = records["payload"]
     items = children(payloads, "OrderItems")
@@ -106,7 +106,7 @@ def normalize_order_items(records: pd.DataFrame, context: MapContext) -> Normali
 
 
 def settlement_row_ids(payloads: pd.Series) -> pd.Series:
-    """A settlement report row is identified by its settlement and its row number in the report."""
+    """Identify a settlement report row by its settlement and its row number in the report."""
     flat = flatten(payloads)
     settlement = flat.get("settlement-id", pd.Series(None, index=flat.index, dtype=object)).astype("string")
     row = flat.get("_row_number", pd.Series(None, index=flat.index, dtype=object)).astype("string")
@@ -114,7 +114,7 @@ def settlement_row_ids(payloads: pd.Series) -> pd.Series:
 
 
 def normalize_settlements(records: pd.DataFrame, context: MapContext) -> Normalized:
-    """The settlement's summary row becomes a payout; every transaction row becomes a payout line."""
+    """Map a settlement's summary row to a payout and every transaction row to a payout line."""
     issues: list[dict] = []
     payloads = records["payload"]
     flat = flatten(payloads)
@@ -187,7 +187,7 @@ def normalize_settlements(records: pd.DataFrame, context: MapContext) -> Normali
 
 
 def inventory_ids(payloads: pd.Series) -> pd.Series:
-    """An FBA inventory row is identified by seller SKU, fulfillment-network SKU and warehouse condition."""
+    """Identify an FBA inventory row by seller SKU, fulfillment-network SKU and warehouse condition."""
     flat = flatten(payloads)
     parts = [flat.get(column, pd.Series(None, index=flat.index, dtype=object)).astype("string")
              for column in ("seller-sku", "fulfillment-channel-sku", "Warehouse-Condition-code")]

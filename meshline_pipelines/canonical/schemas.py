@@ -27,7 +27,7 @@ def _currency(nullable: bool = True):
 
 
 def _amount_has_currency(frame: pd.DataFrame, amount_columns: list[str]) -> pd.Series:
-    """Each present amount has a currency: `<name>_amount` pairs with `<name>_currency`."""
+    """Check that each present amount has a currency: `<name>_amount` pairs with `<name>_currency`."""
     valid = pd.Series(True, index=frame.index)
     for amount_column in amount_columns:
         currency_column = amount_column.removesuffix("_amount") + "_currency"
@@ -195,6 +195,6 @@ def model_columns(model: type[CanonicalRecord]) -> list[str]:
 
 
 def empty_frame(model: type[CanonicalRecord]) -> pd.DataFrame:
-    """A zero-row frame with the model's columns and dtypes."""
+    """Return a zero-row frame with the model's columns and dtypes."""
     schema = model.to_schema()
     return pd.DataFrame({name: pd.Series(dtype=column.dtype.type) for name, column in schema.columns.items()})

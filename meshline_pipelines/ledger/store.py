@@ -1,7 +1,7 @@
 """The ledger: raw payloads, canonical tables, exceptions and audit events on SQLite or PostgreSQL.
 
 Every write is idempotent. Raw payloads are unique on (system, account, stream, record ID, content
-hash); canonical rows are upserted by (system, account, source ID) and their version; exceptions are
+hash). Canonical rows are upserted by (system, account, source ID) and their version. Exceptions are
 opened once per fingerprint.
 """
 
@@ -145,6 +145,8 @@ class Ledger:
         incoming["content_hash"] = row_hashes(incoming, columns)
         incoming = incoming.drop_duplicates(KEY_COLUMNS, keep="last").reset_index(drop=True)
 
+        # NOTE: two runs inserting the same new key at once conflict on the primary key; the later
+        # one fails and its partition is replayed. The run queue's per-connector limit avoids that.
         with self.engine.begin() as connection:
             stored = self._stored_versions(connection, table, incoming)
             decisions = _decide(incoming, stored)
@@ -268,6 +270,8 @@ def _decide(incoming: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
     )
     timestamps = is_timestamp_version(merged["version"]) & is_timestamp_version(merged["version_stored"])
 
+    # NOTE: content-hash versions cannot be ordered, so a differing one replaces the stored row and
+    # the file or response read last wins. Only update-time versions can be stale or conflict.
     decision = pd.Series(UPDATED, index=merged.index, dtype="string")
     decision[merged["version_stored"].isna()] = INSERTED
     present = merged["version_stored"].notna()

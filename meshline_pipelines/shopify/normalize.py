@@ -1,7 +1,7 @@
 """Shopify Admin REST payloads to canonical frames.
 
 Money comes from the `*_set` objects, which give the shop currency and the buyer's presentment
-currency side by side; each amount is paired with the currency code of its own money set.
+currency side by side. Each amount is paired with the currency code of its own money set.
 """
 
 import pandas as pd
@@ -128,7 +128,7 @@ def normalize_refunds(records: pd.DataFrame, context: MapContext) -> Normalized:
     refunds["order_source_id"] = read.text("order_id")
     refunds["payment_source_id"] = pd.Series(pd.NA, index=flat.index, dtype="string")
     # NOTE: a refund with no successful refund transaction (a restock-only refund) is stored as 0 in
-    # the currency of its other transactions; with no transaction at all its currency is missing.
+    # the currency of its other transactions. With no transaction at all, its currency is missing.
     refunds["amount"] = refunded.reindex(flat.index).fillna(0).astype("Int64")
     refunds["currency"] = refund_currency.reindex(flat.index).fillna(any_currency.reindex(flat.index)).astype("string")
     refunds["status"] = pd.Series(pd.NA, index=flat.index, dtype="string")
@@ -197,7 +197,7 @@ def normalize_customers(records: pd.DataFrame, context: MapContext) -> Normalize
 
 
 def inventory_level_ids(payloads: pd.Series) -> pd.Series:
-    """An inventory level is identified by its inventory item and location."""
+    """Identify an inventory level by its inventory item and location."""
     flat = flatten(payloads)
     item = flat.get("inventory_item_id", pd.Series(None, index=flat.index, dtype=object)).astype("string")
     location = flat.get("location_id", pd.Series(None, index=flat.index, dtype=object)).astype("string")

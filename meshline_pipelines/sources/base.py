@@ -30,7 +30,7 @@ class SourceClient(dg.ConfigurableResource):
     @property
     @abstractmethod
     def account(self) -> str:
-        """The account part of record identity: shop domain, Stripe account, seller and marketplace."""
+        """Return the account part of record identity: shop domain, Stripe account, seller and marketplace."""
 
     @abstractmethod
     def extract(self, stream: str, partition_key: str) -> list[SourceBatch]:

@@ -29,7 +29,7 @@ class UnreadableFile(ValueError):
 
 @dataclass(frozen=True)
 class FilePattern:
-    """Which dropped files feed a stream, and how to take its records out of one file."""
+    """File-name pattern of a stream's dropped files, and the reader that takes records out of one."""
 
     glob: str
     read_records: Callable[[bytes, str], list[Any]]
