@@ -44,16 +44,29 @@ def postgres_server() -> str:
 
 
 @pytest.fixture
-def postgres_database(postgres_server) -> str:
-    """A fresh database on the test server, dropped afterwards; yields its URL."""
-    name = f"meshline_test_{uuid.uuid4().hex[:12]}"
+def make_postgres_database(postgres_server):
+    """Create fresh databases on the test server on request; all are dropped afterwards."""
     admin = _admin_engine()
+    created = []
+
+    def create() -> str:
+        name = f"meshline_test_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        created.append(name)
+        return make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+
+    yield create
     with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        for name in created:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def postgres_database(make_postgres_database) -> str:
+    """A fresh database on the test server, dropped afterwards; yields its URL."""
+    return make_postgres_database()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -19,11 +19,11 @@ from sqlalchemy.engine import make_url
 from meshline_pipelines import settings
 from meshline_pipelines.canonical.schemas import CANONICAL_MODELS, model_columns
 from meshline_pipelines.ledger import migrate
-from meshline_pipelines.ledger.tables import CANONICAL_TABLES, audit_events, exceptions, raw_payloads
+from meshline_pipelines.ledger.bulk import copy_and_merge
+from meshline_pipelines.ledger.tables import CANONICAL_TABLES, KEY_COLUMNS, audit_events, exceptions, raw_payloads
 
 log = logging.getLogger(__name__)
 
-KEY_COLUMNS = ["system", "account", "source_id"]
 # SQLite allows 32766 bound parameters per statement; 500 keys of three columns stay far below it.
 KEY_CHUNK = 500
 
@@ -83,18 +83,24 @@ class StoreOutcome:
 
 
 class Ledger:
-    def __init__(self, engine: sa.Engine):
+    """The ledger on one database. On PostgreSQL, canonical upserts take the COPY bulk path unless
+    `bulk_copy` is False; elsewhere they go through SQLAlchemy statements."""
+
+    def __init__(self, engine: sa.Engine, *, bulk_copy: bool | None = None):
         self.engine = engine
+        is_postgres = engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
+        self.bulk_copy = is_postgres if bulk_copy is None else bulk_copy and is_postgres
 
     @classmethod
-    def connect(cls, database_url: str | None = None, *, upgrade: bool = True) -> "Ledger":
+    def connect(cls, database_url: str | None = None, *, upgrade: bool = True,
+                bulk_copy: bool | None = None) -> "Ledger":
         url = make_url(database_url or settings.database_url())
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url)
         if upgrade:
             migrate.upgrade(engine)
-        return cls(engine)
+        return cls(engine, bulk_copy=bulk_copy)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -147,12 +153,14 @@ class Ledger:
 
         # NOTE: two runs inserting the same new key at once conflict on the primary key; the later
         # one fails and its partition is replayed. The run queue's per-connector limit avoids that.
+        writes = incoming.assign(partition_key=partition_key, run_id=run_id, loaded_at=utc_now())
         with self.engine.begin() as connection:
+            if self.bulk_copy:
+                decisions = copy_and_merge(connection, table, writes)
+                return StoreOutcome(decisions=decisions.astype({"decision": "string"}))
+
             stored = self._stored_versions(connection, table, incoming)
             decisions = _decide(incoming, stored)
-
-            now = utc_now()
-            writes = incoming.assign(partition_key=partition_key, run_id=run_id, loaded_at=now)
             inserts = writes[decisions["decision"] == INSERTED]
             updates = writes[decisions["decision"] == UPDATED]
             if not inserts.empty:

@@ -17,6 +17,7 @@ metadata = sa.MetaData(
 )
 
 UtcDateTime = sa.DateTime(timezone=True)
+KEY_COLUMNS = ["system", "account", "source_id"]
 
 
 def _column_type(pandas_dtype: str) -> sa.types.TypeEngine:
@@ -33,7 +34,7 @@ def _column_type(pandas_dtype: str) -> sa.types.TypeEngine:
 
 def _canonical_table(name: str, model) -> sa.Table:
     schema = model.to_schema()
-    key_columns = {"system", "account", "source_id"}
+    key_columns = set(KEY_COLUMNS)
     columns = [
         sa.Column(column_name, _column_type(str(column.dtype)), primary_key=column_name in key_columns,
                   nullable=column.nullable and column_name not in key_columns)
