@@ -7,7 +7,7 @@ wraps it as a daily-partitioned Dagster asset whose blocking checks are the cano
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -23,9 +23,12 @@ from meshline_pipelines.normalize import ISSUE_COLUMNS, RECORD, MapContext, Norm
 from meshline_pipelines.partitions import daily_partitions
 from meshline_pipelines.privacy import mask_personal
 from meshline_pipelines.routing import Routing
-from meshline_pipelines.sources.base import SourceClient
+from meshline_pipelines.sources.base import SourceBatch, SourceClient
 
 log = logging.getLogger(__name__)
+
+# Records mapped and validated at a time; a larger partition is read in chunks of about this many.
+RECORDS_PER_CHUNK = 5000
 
 FIXES = {
     "missing_field": "add the field in {system} (or correct the export), then re-run the partition",
@@ -75,7 +78,9 @@ class StreamRun:
     checks: dict[str, CheckOutcome] = field(default_factory=dict)
     failed_rules: dict[str, dict[str, int]] = field(default_factory=dict)
     stored: dict[str, StoreOutcome] = field(default_factory=dict)
+    failed_by_table: dict[str, int] = field(default_factory=dict)
     redelivered: int = 0
+    chunks: int = 0
     exceptions: dict[str, int] = field(default_factory=dict)
     quarantined: bool = False
 
@@ -299,19 +304,20 @@ def _normalize_and_validate(stream: Stream, records: pd.DataFrame, context: MapC
     return frames, pd.DataFrame(issues, columns=ISSUE_COLUMNS)
 
 
-def _store(stream: Stream, frames: dict[str, pd.DataFrame], ledger: Ledger, run: StreamRun,
-           run_id: str | None) -> pd.DataFrame:
+def _store(stream: Stream, frames: dict[str, pd.DataFrame], ledger: Ledger, partition_key: str,
+           run_id: str | None) -> tuple[dict[str, StoreOutcome], pd.DataFrame]:
     """Upsert the valid rows; return a duplicate_record issue for each version conflict.
 
     The primary table goes first. A record whose primary row is stale or conflicts keeps its stored
     state in every table, so an old order version never brings back its old lines.
     """
+    outcomes = {}
     conflicts = []
     held: set[int] = set()
     for table in stream.tables:
         rows = frames[table][~frames[table][RECORD].isin(held)]
-        outcome = ledger.store(table, rows, partition_key=run.partition_key, run_id=run_id)
-        run.stored[table] = outcome
+        outcome = ledger.store(table, rows, partition_key=partition_key, run_id=run_id)
+        outcomes[table] = outcome
 
         positions = rows.drop_duplicates("source_id", keep="last").set_index("source_id")[RECORD]
         decided = outcome.decisions.assign(record=outcome.decisions["source_id"].map(positions))
@@ -323,7 +329,7 @@ def _store(stream: Stream, frames: dict[str, pd.DataFrame], ledger: Ledger, run:
                 "kind": "duplicate_record", "rule": f"{table}.version:conflicting_content", "value": row.version,
                 "message": f"version {row.version} is already stored with different content",
             })
-    return pd.DataFrame(conflicts, columns=ISSUE_COLUMNS)
+    return outcomes, pd.DataFrame(conflicts, columns=ISSUE_COLUMNS)
 
 
 def _file_issues(stream: Stream, unreadable) -> pd.DataFrame:
@@ -335,61 +341,125 @@ def _file_issues(stream: Stream, unreadable) -> pd.DataFrame:
     ], columns=[*ISSUE_COLUMNS, "record_id", "origin"])
 
 
-def run_stream(stream: Stream, client: SourceClient, ledger: Ledger, routing: Routing, *, partition_key: str,
-               run_id: str | None = None, max_failure_rate: float = 0.2,
-               logger: logging.Logger | dg.DagsterLogManager = log) -> StreamRun:
-    """Import one partition of a stream: land it raw, validate it, store it and open its exceptions."""
-    run = StreamRun(stream=stream, partition_key=partition_key)
-    account = client.account
-    where = f"{stream.system}/{stream.name} partition {partition_key}"
+def _chunks(batches: Iterable[SourceBatch], size: int) -> Iterator[list[SourceBatch]]:
+    """Group batches (files or pages) into chunks of about `size` records; a batch is never split."""
+    chunk: list[SourceBatch] = []
+    count = 0
+    for batch in batches:
+        chunk.append(batch)
+        count += len(batch.records)
+        if count >= size:
+            yield chunk
+            chunk, count = [], 0
+    if chunk:
+        yield chunk
 
-    batches = client.extract(stream.name, partition_key)
+
+def _validate_chunk(stream: Stream, batches: list[SourceBatch], ledger: Ledger, routing: Routing,
+                    run: StreamRun, account: str, run_id: str | None, logger) -> tuple[pd.DataFrame, dict]:
+    """Land a chunk raw, validate it, open its exceptions and add its counts to `run`."""
+    where = f"{stream.system}/{stream.name} partition {run.partition_key}"
     unreadable = [batch for batch in batches if batch.error]
     for batch in unreadable:
         logger.error(f"{where}: {batch.error}")
-    run.unreadable_files = [batch.origin for batch in unreadable]
+    run.unreadable_files += [batch.origin for batch in unreadable]
 
     records = _record_frame(batches, stream.record_id)
-    run.records = len(records)
-    run.raw_landed = ledger.land_raw(_raw_rows(stream, account, partition_key, records, unreadable))
+    run.records += len(records)
+    run.raw_landed += ledger.land_raw(_raw_rows(stream, account, run.partition_key, records, unreadable))
 
-    context = MapContext(system=stream.system, account=account, partition_key=partition_key)
+    context = MapContext(system=stream.system, account=account, partition_key=run.partition_key)
     frames, issues = _normalize_and_validate(stream, records, context, run)
     for table in stream.tables:
         table_issues = issues[issues["table"] == table]
-        run.failed_rules[table] = table_issues.groupby("rule")["record"].nunique().to_dict()
-        run.checks[table] = CheckOutcome(
-            table=table, records=run.records, failed_records=table_issues["record"].nunique(),
-            max_failure_rate=max_failure_rate,
-            unreadable_files=run.unreadable_files if table == stream.tables[0] else [],
-        )
-    run.quarantined = any(outcome.blocks for outcome in run.checks.values())
-    for rule, count in sorted(issues.groupby("rule")["record"].nunique().items()):
-        logger.warning(f"{where}: {count} {'record' if count == 1 else 'records'} failed {rule}")
+        run.failed_by_table[table] = run.failed_by_table.get(table, 0) + table_issues["record"].nunique()
+        rules = run.failed_rules.setdefault(table, {})
+        for rule, count in table_issues.groupby("rule")["record"].nunique().items():
+            rules[rule] = rules.get(rule, 0) + int(count)
 
-    if run.quarantined:
-        logger.error(f"{where}: {issues['record'].nunique()} of {run.records} records failed validation, "
-                     f"above the maximum share {max_failure_rate:.0%}; nothing stored")
-        conflicts = pd.DataFrame(columns=ISSUE_COLUMNS)
-    else:
-        conflicts = _store(stream, frames, ledger, run, run_id)
+    opened = ledger.open_exceptions(pd.concat([
+        _exception_rows(stream, account, run.partition_key, issues, records, routing),
+        _exception_rows(stream, account, run.partition_key, _file_issues(stream, unreadable), records, routing),
+    ], ignore_index=True), run_id=run_id)
+    for key, count in opened.items():
+        run.exceptions[key] = run.exceptions.get(key, 0) + count
+    _audit_rejections(stream, account, run_id, issues, records, ledger)
+    return records, frames
 
-    record_issues = pd.concat([frame for frame in (issues, conflicts) if not frame.empty] or [issues],
-                              ignore_index=True)
-    exception_rows = pd.concat([
-        _exception_rows(stream, account, partition_key, record_issues, records, routing),
-        _exception_rows(stream, account, partition_key, _file_issues(stream, unreadable), records, routing),
-    ], ignore_index=True)
-    run.exceptions = ledger.open_exceptions(exception_rows, run_id=run_id)
 
+def _store_chunk(stream: Stream, records: pd.DataFrame, frames: dict[str, pd.DataFrame], ledger: Ledger,
+                 routing: Routing, run: StreamRun, account: str, run_id: str | None) -> None:
+    """Store a validated chunk, open an exception per version conflict and record the audit trail."""
+    outcomes, conflicts = _store(stream, frames, ledger, run.partition_key, run_id)
+    for table, outcome in outcomes.items():
+        earlier = run.stored.get(table)
+        run.stored[table] = outcome if earlier is None else StoreOutcome(
+            decisions=pd.concat([earlier.decisions, outcome.decisions], ignore_index=True))
+        ledger.record_audit(_audit_rows(stream, account, run_id, outcome.decisions, {}, table))
+
+    opened = ledger.open_exceptions(
+        _exception_rows(stream, account, run.partition_key, conflicts, records, routing), run_id=run_id)
+    for key, count in opened.items():
+        run.exceptions[key] = run.exceptions.get(key, 0) + count
+
+
+def _audit_rejections(stream: Stream, account: str, run_id: str | None, issues: pd.DataFrame,
+                      records: pd.DataFrame, ledger: Ledger) -> None:
     for table in stream.tables:
-        table_issues = record_issues[record_issues["table"] == table]
+        table_issues = issues[issues["table"] == table]
         rejected = {
             str(records.at[position, "record_id"]): sorted(group["rule"].unique())
             for position, group in table_issues.groupby("record")
         }
-        decisions = run.stored[table].decisions if table in run.stored else StoreOutcome().decisions
-        ledger.record_audit(_audit_rows(stream, account, run_id, decisions, rejected, table))
+        ledger.record_audit(_audit_rows(stream, account, run_id, StoreOutcome().decisions, rejected, table))
+
+
+def run_stream(stream: Stream, client: SourceClient, ledger: Ledger, routing: Routing, *, partition_key: str,
+               run_id: str | None = None, max_failure_rate: float = 0.2,
+               logger: logging.Logger | dg.DagsterLogManager = log,
+               records_per_chunk: int = RECORDS_PER_CHUNK) -> StreamRun:
+    """Import one partition of a stream: land it raw, validate it, store it and open its exceptions.
+
+    A partition larger than one chunk is validated whole before anything is stored, so a partition
+    over the failure maximum stores nothing; its records are then read and mapped a second time,
+    chunk by chunk, to keep memory bounded.
+    """
+    run = StreamRun(stream=stream, partition_key=partition_key)
+    account = client.account
+    where = f"{stream.system}/{stream.name} partition {partition_key}"
+
+    chunks = _chunks(client.extract(stream.name, partition_key), records_per_chunk)
+    first_records, first_frames = _validate_chunk(stream, next(chunks, []), ledger, routing, run, account,
+                                                   run_id, logger)
+    run.chunks = 1
+    for chunk in chunks:
+        # Only the first chunk's frames are kept; the store pass maps the other chunks again.
+        _validate_chunk(stream, chunk, ledger, routing, run, account, run_id, logger)
+        run.chunks += 1
+
+    for table in stream.tables:
+        run.checks[table] = CheckOutcome(
+            table=table, records=run.records, failed_records=run.failed_by_table.get(table, 0),
+            max_failure_rate=max_failure_rate,
+            unreadable_files=run.unreadable_files if table == stream.tables[0] else [],
+        )
+        for rule, count in sorted(run.failed_rules.get(table, {}).items()):
+            logger.warning(f"{where}: {count} {'record' if count == 1 else 'records'} failed {rule}")
+    run.quarantined = any(outcome.blocks for outcome in run.checks.values())
+    if run.quarantined:
+        logger.error(f"{where}: {run.failed_records} of {run.records} records failed validation, "
+                     f"above the maximum share {max_failure_rate:.0%}; nothing stored")
+        return run
+
+    if run.chunks == 1:
+        _store_chunk(stream, first_records, first_frames, ledger, routing, run, account, run_id)
+        return run
+
+    context = MapContext(system=stream.system, account=account, partition_key=partition_key)
+    for chunk in _chunks(client.extract(stream.name, partition_key), records_per_chunk):
+        records = _record_frame(chunk, stream.record_id)
+        frames, _ = _normalize_and_validate(stream, records, context, StreamRun(stream, partition_key))
+        _store_chunk(stream, records, frames, ledger, routing, run, account, run_id)
     return run
 
 

@@ -150,3 +150,53 @@ def test_stale_order_keeps_its_stored_lines(ledger, routing, import_dir):
     assert stale.stored["order_lines"].decisions.empty
     line = ledger.read_table("order_lines").set_index("source_id").loc["466157049"]
     assert line["quantity"] == 2
+
+
+def _order_pages(import_dir, pages: int, per_page: int, *, broken: set[int] = frozenset()):
+    for page in range(pages):
+        orders = []
+        for number in range(per_page):
+            order_id = 10_000 + page * per_page + number
+            order = _sample_order(id=order_id)
+            for line_number, line in enumerate(order["line_items"]):
+                line["id"] = order_id * 10 + line_number
+            if order_id in broken:
+                del order["updated_at"]
+            orders.append(order)
+        drop_file(import_dir, "shopify", f"orders-{page:03d}.json", content=json.dumps({"orders": orders}).encode())
+
+
+def test_chunked_partition_matches_one_pass(ledger_url, routing, tmp_path, request):
+    _order_pages(tmp_path / "one", pages=4, per_page=5, broken={10_003})
+    _order_pages(tmp_path / "many", pages=4, per_page=5, broken={10_003})
+    if ledger_url.startswith("sqlite"):
+        second_url = f"sqlite:///{tmp_path / 'chunked.db'}"
+    else:
+        second_url = request.getfixturevalue("make_postgres_database")()
+    one_pass = Ledger.connect(ledger_url)
+    chunked = Ledger.connect(second_url)
+
+    single = run("shopify", "orders", tmp_path / "one", one_pass, routing, max_failure_rate=0.5)
+    several = run("shopify", "orders", tmp_path / "many", chunked, routing, max_failure_rate=0.5,
+                  records_per_chunk=5)
+
+    assert (single.chunks, several.chunks) == (1, 4)
+    assert several.records == single.records == 20
+    assert several.failed_records == single.failed_records == 1
+    assert several.stored["orders"].counts() == single.stored["orders"].counts()
+    assert several.stored["order_lines"].count("inserted") == 57
+    assert end_state(chunked)["orders"] == end_state(one_pass)["orders"]
+    assert len(chunked.read_exceptions()) == len(one_pass.read_exceptions()) == 1
+    one_pass.dispose()
+    chunked.dispose()
+
+
+def test_chunked_partition_over_maximum_stores_nothing(ledger, routing, import_dir):
+    _order_pages(import_dir, pages=3, per_page=4, broken={10_008, 10_009, 10_010, 10_011})
+
+    result = run("shopify", "orders", import_dir, ledger, routing, records_per_chunk=4)
+
+    assert result.chunks == 3
+    assert result.quarantined
+    assert ledger.read_table("orders").empty
+    assert len(ledger.read_raw(system="shopify")) == 12

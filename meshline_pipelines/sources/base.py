@@ -6,6 +6,7 @@ the records raw and maps them; the client never normalizes.
 """
 
 from abc import abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,8 +34,11 @@ class SourceClient(dg.ConfigurableResource):
         """Return the account part of record identity: shop domain, Stripe account, seller and marketplace."""
 
     @abstractmethod
-    def extract(self, stream: str, partition_key: str) -> list[SourceBatch]:
-        """Return the stream's records for the partition (a UTC day)."""
+    def extract(self, stream: str, partition_key: str) -> Iterable[SourceBatch]:
+        """Return the stream's records for the partition (a UTC day), one batch per file or page.
+
+        The result may be iterated twice: a large partition is validated whole before it is stored.
+        """
 
     @abstractmethod
     def partitions_with_data(self, stream: str) -> set[str]:

@@ -8,7 +8,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from fnmatch import fnmatch
@@ -52,8 +52,9 @@ def matching_files(root: Path, partition_key: str, system: str, glob: str) -> li
     return sorted(path for path in folder.iterdir() if path.is_file() and fnmatch(path.name, glob))
 
 
-def read_batches(root: Path, system: str, partition_key: str, patterns: Iterable[FilePattern]) -> list[SourceBatch]:
-    batches = []
+def read_batches(root: Path, system: str, partition_key: str,
+                 patterns: Iterable[FilePattern]) -> Iterator[SourceBatch]:
+    """Yield one batch per matching file, reading each file only when the batch is requested."""
     for pattern in patterns:
         for path in matching_files(root, partition_key, system, pattern.glob):
             origin = f"{partition_key}/{system}/{path.name}"
@@ -62,11 +63,10 @@ def read_batches(root: Path, system: str, partition_key: str, patterns: Iterable
             try:
                 records = pattern.read_records(content, path.name)
             except UnreadableFile as exc:
-                batches.append(SourceBatch(origin=origin, fetched_at=fetched_at, error=str(exc),
-                                           raw_text=content.decode("utf-8", errors="replace")))
+                yield SourceBatch(origin=origin, fetched_at=fetched_at, error=str(exc),
+                                  raw_text=content.decode("utf-8", errors="replace"))
                 continue
-            batches.append(SourceBatch(origin=origin, records=records, fetched_at=fetched_at))
-    return batches
+            yield SourceBatch(origin=origin, records=records, fetched_at=fetched_at)
 
 
 def partitions_with_files(root: Path, system: str, patterns: Iterable[FilePattern]) -> set[str]:
@@ -186,7 +186,7 @@ class FileSnapshotClient(SourceClient):
         except KeyError:
             raise ValueError(f"{self.system} has no stream {stream!r}: expected one of {', '.join(self.files)}") from None
 
-    def extract(self, stream: str, partition_key: str) -> list[SourceBatch]:
+    def extract(self, stream: str, partition_key: str) -> Iterator[SourceBatch]:
         return read_batches(import_root(self.import_dir), self.system, partition_key, self.patterns(stream))
 
     def partitions_with_data(self, stream: str) -> set[str]:
