@@ -249,25 +249,26 @@ def _exception_rows(stream: Stream, account: str, partition_key: str, issues: pd
 
 
 def _audit_rows(stream: Stream, account: str, run_id: str | None, decisions: pd.DataFrame,
-                rejected: pd.DataFrame, table: str) -> pd.DataFrame:
-    now = utc_now()
-    trace_id = run_id or "local"
+                rejected: dict[str, list[str]], table: str) -> pd.DataFrame:
+    """One audit event per record the run stored, skipped or rejected; an absorbed repeat adds none."""
     steps = {INSERTED: "stored", UPDATED: "stored", STALE: "skipped_stale", CONFLICT: "conflict"}
     noted = decisions[decisions["decision"].isin(list(steps))]
-    events = [
-        {"trace_id": trace_id, "system": stream.system, "account": account, "entity": table,
-         "record_id": row.source_id, "step": steps[row.decision], "actor": "meshline", "at": now,
-         "details": canonical_json({"decision": row.decision, "version": row.version,
-                                    "stored_version": None if pd.isna(row.stored_version) else row.stored_version})}
-        for row in noted.itertuples()
-    ]
-    events += [
-        {"trace_id": trace_id, "system": stream.system, "account": account, "entity": table,
-         "record_id": record_id, "step": "rejected", "actor": "meshline", "at": now,
-         "details": canonical_json({"rules": rules})}
-        for record_id, rules in rejected.items()
-    ]
-    return pd.DataFrame(events)
+    stored_details = noted[["decision", "version", "stored_version"]].astype(object)
+    stored = pd.DataFrame({
+        "record_id": noted["source_id"].astype(str),
+        "step": noted["decision"].map(steps),
+        "details": pd.Series(
+            stored_details.where(stored_details.notna(), None).to_json(orient="records", lines=True).splitlines()
+            if not noted.empty else [], index=noted.index, dtype=object),
+    })
+    rejections = pd.DataFrame({
+        "record_id": list(rejected),
+        "step": "rejected",
+        "details": [canonical_json({"rules": rules}) for rules in rejected.values()],
+    })
+    events = pd.concat([frame for frame in (stored, rejections) if not frame.empty] or [stored], ignore_index=True)
+    return events.assign(trace_id=run_id or "local", system=stream.system, account=account, entity=table,
+                         actor="meshline", at=utc_now())
 
 
 def _normalize_and_validate(stream: Stream, records: pd.DataFrame, context: MapContext,
@@ -395,7 +396,9 @@ def _store_chunk(stream: Stream, records: pd.DataFrame, frames: dict[str, pd.Dat
         earlier = run.stored.get(table)
         run.stored[table] = outcome if earlier is None else StoreOutcome(
             decisions=pd.concat([earlier.decisions, outcome.decisions], ignore_index=True))
-        ledger.record_audit(_audit_rows(stream, account, run_id, outcome.decisions, {}, table))
+    # The trail follows records: an order's lines travel with it, so only the primary table is audited.
+    primary = stream.tables[0]
+    ledger.record_audit(_audit_rows(stream, account, run_id, outcomes[primary].decisions, {}, primary))
 
     opened = ledger.open_exceptions(
         _exception_rows(stream, account, run.partition_key, conflicts, records, routing), run_id=run_id)

@@ -39,25 +39,51 @@ class Normalized:
         return pd.DataFrame(self.issues, columns=ISSUE_COLUMNS)
 
 
-def _flatten_into(target: dict, prefix: str, node: Any) -> None:
-    if isinstance(node, dict) and node:
-        for key, value in node.items():
-            _flatten_into(target, f"{prefix}.{key}" if prefix else str(key), value)
-    else:
-        target[prefix] = node
+def _dig(payload: Any, keys: tuple[str, ...]) -> Any:
+    node = payload
+    for key in keys:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
 
 
-def flatten(payloads: pd.Series) -> pd.DataFrame:
-    """Flatten payloads into one row each, nested objects as dotted columns, kept as Python objects.
+class FlatRecords:
+    """Payloads read by dotted field path ("total_price_set.shop_money.amount"), one row per payload.
 
-    Object dtype keeps integer IDs exact: pandas would turn a column of ints with a gap into floats.
+    Each path is looked up only when it is read, and kept once read. Values stay Python objects,
+    so integer IDs stay exact: pandas would turn a column of ints with a gap into floats.
     """
-    rows = []
-    for payload in payloads:
-        flat: dict[str, Any] = {}
-        _flatten_into(flat, "", payload)
-        rows.append(flat)
-    return pd.DataFrame(rows, index=payloads.index, dtype=object)
+
+    def __init__(self, payloads: pd.Series):
+        self.payloads = payloads
+        self.index = payloads.index
+        self._columns: dict[str, pd.Series] = {}
+
+    def __len__(self) -> int:
+        return len(self.payloads)
+
+    @property
+    def empty(self) -> bool:
+        return self.payloads.empty
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return self.get(key)
+        return FlatRecords(self.payloads[key])
+
+    def get(self, path: str) -> pd.Series:
+        """The values at `path`; None where a payload lacks it."""
+        if path not in self._columns:
+            keys = tuple(path.split("."))
+            self._columns[path] = pd.Series(
+                [_dig(payload, keys) for payload in self.payloads], index=self.index, dtype=object
+            )
+        return self._columns[path]
+
+
+def flatten(payloads: pd.Series) -> FlatRecords:
+    return FlatRecords(payloads)
 
 
 def children(payloads: pd.Series, key: str) -> pd.Series:
@@ -111,23 +137,24 @@ def empty_table(table: str) -> pd.DataFrame:
 class FieldReader:
     """Reads source fields of flattened records for one canonical table, noting invalid values."""
 
-    def __init__(self, flat: pd.DataFrame, records: pd.Series, table: str, issues: list[dict]):
+    def __init__(self, flat: FlatRecords, records: pd.Series, table: str, issues: list[dict]):
         self.flat = flat
         self.records = records
         self.table = table
         self.issues = issues
 
     def raw(self, path: str) -> pd.Series:
-        if path in self.flat.columns:
-            return self.flat[path]
-        return pd.Series(None, index=self.flat.index, dtype=object)
+        return self.flat.get(path)
 
     def text(self, path: str) -> pd.Series:
         values = self.raw(path)
-        nested = values.map(lambda value: isinstance(value, (dict, list)) and bool(value))
-        self._note(nested, path, path, "failed_validation", "type",
-                   values.map(lambda value: json.dumps(value)[:80]), "expected a single value, found an object or list")
-        values = values.where(~nested & values.map(lambda value: value not in ({}, [])), None)
+        structured = values.map(lambda value: isinstance(value, (dict, list))).astype(bool)
+        if structured.any():
+            nested = structured & values.map(bool).astype(bool)
+            self._note(nested, path, path, "failed_validation", "type",
+                       values[nested].map(lambda value: json.dumps(value)[:80]),
+                       "expected a single value, found an object or list")
+            values = values.where(~structured, None)
         return values.astype("string")
 
     def integer(self, path: str, column: str) -> pd.Series:

@@ -108,8 +108,8 @@ def normalize_order_items(records: pd.DataFrame, context: MapContext) -> Normali
 def settlement_row_ids(payloads: pd.Series) -> pd.Series:
     """Identify a settlement report row by its settlement and its row number in the report."""
     flat = flatten(payloads)
-    settlement = flat.get("settlement-id", pd.Series(None, index=flat.index, dtype=object)).astype("string")
-    row = flat.get("_row_number", pd.Series(None, index=flat.index, dtype=object)).astype("string")
+    settlement = flat.get("settlement-id").astype("string")
+    row = flat.get("_row_number").astype("string")
     return (settlement + ":" + row).astype("string")
 
 
@@ -118,21 +118,19 @@ def normalize_settlements(records: pd.DataFrame, context: MapContext) -> Normali
     issues: list[dict] = []
     payloads = records["payload"]
     flat = flatten(payloads)
-    if "_field_count_error" not in flat:
-        flat["_field_count_error"] = None
     positions = pd.Series(records.index, index=records.index)
 
-    malformed = flat["_field_count_error"].notna()
-    for position in flat.index[malformed]:
+    field_count_errors = flat.get("_field_count_error")
+    for position in flat.index[field_count_errors.notna()]:
         issues.append({"record": int(position), "table": "payout_lines", "column": None, "source_field": None,
                        "kind": "failed_validation", "rule": "payout_lines.record:field_count", "value": None,
-                       "message": str(flat.at[position, "_field_count_error"])})
+                       "message": str(field_count_errors[position])})
 
-    settlement_ids = flat.get("settlement-id", pd.Series(None, index=flat.index, dtype=object)).astype("string")
-    transaction_type = _blank_to_na(flat.get("transaction-type", pd.Series("", index=flat.index)).astype("string"))
+    settlement_ids = flat.get("settlement-id").astype("string")
+    transaction_type = _blank_to_na(flat.get("transaction-type").astype("string"))
     is_summary = transaction_type.isna()
     # Only the summary row names the currency; every row of a settlement is in it.
-    currencies = _blank_to_na(flat.get("currency", pd.Series("", index=flat.index)).astype("string")).str.upper()
+    currencies = _blank_to_na(flat.get("currency").astype("string")).str.upper()
     settlement_currency = currencies.groupby(settlement_ids).transform("first")
 
     summary = flat[is_summary]
@@ -158,8 +156,7 @@ def normalize_settlements(records: pd.DataFrame, context: MapContext) -> Normali
         column: read.money(column, currency, "amount") for column in SETTLEMENT_AMOUNT_COLUMNS
     }, index=detail.index)
     type_parts = pd.DataFrame({
-        column: _blank_to_na(detail.get(column, pd.Series("", index=detail.index)).astype("string"))
-        for column in SETTLEMENT_TYPE_COLUMNS
+        column: _blank_to_na(detail.get(column).astype("string")) for column in SETTLEMENT_TYPE_COLUMNS
     }, index=detail.index)
     lines = pd.DataFrame(index=detail.index)
     lines["version"] = record_hashes(payloads[~is_summary])
@@ -189,7 +186,7 @@ def normalize_settlements(records: pd.DataFrame, context: MapContext) -> Normali
 def inventory_ids(payloads: pd.Series) -> pd.Series:
     """Identify an FBA inventory row by seller SKU, fulfillment-network SKU and warehouse condition."""
     flat = flatten(payloads)
-    parts = [flat.get(column, pd.Series(None, index=flat.index, dtype=object)).astype("string")
+    parts = [flat.get(column).astype("string")
              for column in ("seller-sku", "fulfillment-channel-sku", "Warehouse-Condition-code")]
     return (parts[0] + ":" + parts[1] + ":" + parts[2]).astype("string")
 

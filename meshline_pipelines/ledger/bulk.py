@@ -10,6 +10,8 @@ import sqlalchemy as sa
 from meshline_pipelines.ledger.tables import KEY_COLUMNS
 
 NULL_MARKER = r"\N"
+# Characters that COPY's text format escapes with a backslash.
+COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 TIMESTAMP_VERSION = r"'^[0-9]{4}-[0-9]{2}-[0-9]{2}T'"
 # Versions compare byte-wise, as the generic path compares Python strings, whatever the collation.
 BYTEWISE = 'COLLATE "C"'
@@ -55,12 +57,18 @@ def _copy_text(rows: pd.DataFrame) -> str:
         elif str(values.dtype) == "boolean":
             text = values.map({True: "t", False: "f"}).astype("string")
         else:
-            text = values.astype("string")
-            for character, escaped in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
-                text = text.str.replace(character, escaped, regex=False)
+            text = values.astype("string").str.translate(COPY_ESCAPES)
         columns.append(text.astype("string").fillna(NULL_MARKER))
     lines = columns[0].str.cat(columns[1:], sep="\t")
     return "\n".join(lines) + "\n"
+
+
+def copy_rows(connection: sa.Connection, table: sa.Table, rows: pd.DataFrame) -> None:
+    """Append rows with COPY; columns missing from `rows` take their defaults (such as `id`)."""
+    columns = [column.name for column in table.columns if column.name in rows.columns]
+    cursor = connection.connection.driver_connection.cursor()
+    with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+        copy.write(_copy_text(rows[columns]))
 
 
 def copy_and_merge(connection: sa.Connection, table: sa.Table, rows: pd.DataFrame) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from meshline_pipelines import settings
 from meshline_pipelines.canonical.schemas import CANONICAL_MODELS, model_columns
 from meshline_pipelines.ledger import migrate
-from meshline_pipelines.ledger.bulk import copy_and_merge
+from meshline_pipelines.ledger.bulk import copy_and_merge, copy_rows
 from meshline_pipelines.ledger.tables import CANONICAL_TABLES, KEY_COLUMNS, audit_events, exceptions, raw_payloads
 
 log = logging.getLogger(__name__)
@@ -116,8 +116,14 @@ class Ledger:
             fresh = raw[~raw.set_index(["record_id", "content_hash"]).index.isin(existing)]
             fresh = fresh.drop_duplicates(["system", "account", "stream", "record_id", "content_hash"])
             if not fresh.empty:
-                connection.execute(raw_payloads.insert(), _python_rows(fresh))
+                self._append(connection, raw_payloads, fresh)
         return len(fresh)
+
+    def _append(self, connection: sa.Connection, table: sa.Table, rows: pd.DataFrame) -> None:
+        if self.bulk_copy:
+            copy_rows(connection, table, rows)
+        else:
+            connection.execute(table.insert(), _python_rows(rows))
 
     def _existing_raw(self, connection: sa.Connection, raw: pd.DataFrame) -> set[tuple[str, str]]:
         found: set[tuple[str, str]] = set()
@@ -249,7 +255,7 @@ class Ledger:
         if events.empty:
             return
         with self.engine.begin() as connection:
-            connection.execute(audit_events.insert(), _python_rows(events))
+            self._append(connection, audit_events, events)
 
     def read_raw(self, *, system: str | None = None, stream: str | None = None) -> pd.DataFrame:
         query = sa.select(raw_payloads).order_by(raw_payloads.c.id)

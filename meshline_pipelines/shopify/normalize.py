@@ -199,8 +199,8 @@ def normalize_customers(records: pd.DataFrame, context: MapContext) -> Normalize
 def inventory_level_ids(payloads: pd.Series) -> pd.Series:
     """Identify an inventory level by its inventory item and location."""
     flat = flatten(payloads)
-    item = flat.get("inventory_item_id", pd.Series(None, index=flat.index, dtype=object)).astype("string")
-    location = flat.get("location_id", pd.Series(None, index=flat.index, dtype=object)).astype("string")
+    item = flat.get("inventory_item_id").astype("string")
+    location = flat.get("location_id").astype("string")
     return (item + "@" + location).astype("string")
 
 
