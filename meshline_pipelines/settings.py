@@ -21,7 +21,7 @@ PARTITIONS_START_ENV = "MESHLINE_PARTITIONS_START"
 
 # First daily partition. Every day after it counts as a partition in the Dagster UI, so set it
 # to the first day you import: a start years back would show thousands of empty days.
-DEFAULT_PARTITIONS_START = "2026-11-01"
+DEFAULT_PARTITIONS_START = "2026-10-01"
 
 # Share of a partition's records that may fail validation before its blocking checks fail.
 DEFAULT_MAX_FAILURE_RATE = 0.2

@@ -43,7 +43,7 @@ def test_assets_carry_owners_groups_and_blocking_checks():
     assert spec.group_name == "shopify"
     assert spec.owners == ["team:storefront"]
     assert "shopify" in spec.kinds
-    assert orders.partitions_def.get_first_partition_key() == "2026-11-01"
+    assert orders.partitions_def.get_first_partition_key() == "2026-10-01"
     check_names = {check.name for check in orders.check_specs}
     assert check_names == {"orders_schema", "order_lines_schema"}
     assert all(check.blocking for check in orders.check_specs)
@@ -174,3 +174,15 @@ def test_production_instance_config_uses_postgres(postgres_database, tmp_path, m
     assert coordinator == "QueuedRunCoordinator"
     assert [run.success for run in runs] == [True]
     assert [run.run_id for run in stored_runs] == [runs[0].run_id]
+
+
+def test_day_folder_before_the_start_is_skipped(tmp_path, caplog):
+    import_dir = tmp_path / "imports"
+    drop_file(import_dir, "shopify", "orders.json", partition="2026-09-30")
+    drop_file(import_dir, "shopify", "orders.json", partition="2026-10-01")
+    definitions = _definitions(import_dir, f"sqlite:///{tmp_path / 'ledger.db'}")
+
+    planned = partitions_with_data(definitions)
+
+    assert list(planned) == ["2026-10-01"]
+    assert "day folder 2026-09-30 is outside the partitions" in caplog.text
