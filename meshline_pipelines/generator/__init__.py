@@ -1,0 +1,1 @@
+"""Deterministic generators of ecommerce data in the systems' own file formats."""
