@@ -71,6 +71,24 @@ def copy_rows(connection: sa.Connection, table: sa.Table, rows: pd.DataFrame) ->
         copy.write(_copy_text(rows[columns]))
 
 
+def copy_new_rows(connection: sa.Connection, table: sa.Table, rows: pd.DataFrame, unique_columns: list[str]) -> int:
+    """Stage rows with COPY and insert those not stored yet by `unique_columns`; return how many were new."""
+    staging = f"staging_{table.name}"
+    columns = [column.name for column in table.columns if column.name in rows.columns]
+    connection.execute(sa.text(
+        f"CREATE TEMPORARY TABLE {staging} ON COMMIT DROP AS SELECT {', '.join(columns)} FROM {table.name} WITH NO DATA"
+    ))
+    cursor = connection.connection.driver_connection.cursor()
+    with cursor.copy(f"COPY {staging} ({', '.join(columns)}) FROM STDIN") as copy:
+        copy.write(_copy_text(rows[columns]))
+    inserted = connection.execute(sa.text(
+        f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM {staging} "
+        f"ON CONFLICT ({', '.join(unique_columns)}) DO NOTHING"
+    )).rowcount
+    connection.execute(sa.text(f"DROP TABLE {staging}"))
+    return inserted
+
+
 def copy_and_merge(connection: sa.Connection, table: sa.Table, rows: pd.DataFrame) -> pd.DataFrame:
     """Stage `rows` (all of the table's columns) with COPY and merge them; return one decision per row."""
     staging = f"staging_{table.name}"
@@ -81,6 +99,8 @@ def copy_and_merge(connection: sa.Connection, table: sa.Table, rows: pd.DataFram
     with cursor.copy(f"COPY {staging} ({', '.join(columns)}) FROM STDIN") as copy:
         copy.write(_copy_text(rows[columns]))
 
+    # A fresh temporary table has no statistics; without them the planner may join by nested loop.
+    connection.execute(sa.text(f"ANALYZE {staging}"))
     decided = connection.execute(sa.text(_decision_sql(staging, table.name))).all()
     connection.execute(sa.text(_merge_sql(staging, table, columns)))
     connection.execute(sa.text(f"DROP TABLE {staging}"))

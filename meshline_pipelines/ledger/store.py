@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from meshline_pipelines import settings
 from meshline_pipelines.canonical.schemas import CANONICAL_MODELS, model_columns
 from meshline_pipelines.ledger import migrate
-from meshline_pipelines.ledger.bulk import copy_and_merge, copy_rows
+from meshline_pipelines.ledger.bulk import copy_and_merge, copy_new_rows, copy_rows
 from meshline_pipelines.ledger.tables import CANONICAL_TABLES, KEY_COLUMNS, audit_events, exceptions, raw_payloads
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # SQLite allows 32766 bound parameters per statement; 500 keys of three columns stay far below it.
 KEY_CHUNK = 500
 
+RAW_UNIQUE_COLUMNS = ["system", "account", "stream", "record_id", "content_hash"]
 INSERTED, UPDATED, ABSORBED, STALE, CONFLICT = "inserted", "updated", "absorbed", "stale", "conflict"
 
 
@@ -112,9 +113,11 @@ class Ledger:
         if raw.empty:
             return 0
         with self.engine.begin() as connection:
+            if self.bulk_copy:
+                return copy_new_rows(connection, raw_payloads, raw, RAW_UNIQUE_COLUMNS)
             existing = self._existing_raw(connection, raw)
             fresh = raw[~raw.set_index(["record_id", "content_hash"]).index.isin(existing)]
-            fresh = fresh.drop_duplicates(["system", "account", "stream", "record_id", "content_hash"])
+            fresh = fresh.drop_duplicates(RAW_UNIQUE_COLUMNS)
             if not fresh.empty:
                 self._append(connection, raw_payloads, fresh)
         return len(fresh)
