@@ -6,7 +6,9 @@ BIN := $(VENV)/bin
 export MESHLINE_HOME ?= $(CURDIR)/.meshline
 export DAGSTER_HOME ?= $(MESHLINE_HOME)/dagster_home
 
-.PHONY: install install-dev demo run test ui clean
+ORDERS ?= 10000
+
+.PHONY: install install-dev demo run test ui bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +35,10 @@ run: install
 
 test: install-dev
 	$(BIN)/pytest
+
+# Needs PostgreSQL: MESHLINE_TEST_POSTGRES_URL, default postgresql+psycopg://postgres@127.0.0.1:5432/postgres.
+bench: install
+	$(BIN)/python benchmarks/ingest.py --orders $(ORDERS)
 
 ui: install
 	mkdir -p "$(DAGSTER_HOME)"
