@@ -6,13 +6,14 @@ import dagster as dg
 
 from meshline_pipelines.amazon.assets import STREAMS as AMAZON_STREAMS
 from meshline_pipelines.amazon.client import AmazonFileClient
-from meshline_pipelines.ingest import Stream, stream_asset
+from meshline_pipelines.assets import stream_asset
 from meshline_pipelines.resources import LedgerResource, RoutingResource
 from meshline_pipelines.routing import load_routing
 from meshline_pipelines.shopify.assets import STREAMS as SHOPIFY_STREAMS
 from meshline_pipelines.shopify.client import ShopifyFileClient
 from meshline_pipelines.stripe.assets import STREAMS as STRIPE_STREAMS
 from meshline_pipelines.stripe.client import StripeFileClient
+from meshline_pipelines.streams import Stream
 
 MAIN_JOB = "meshline_main"
 STREAMS: list[Stream] = [*SHOPIFY_STREAMS, *AMAZON_STREAMS, *STRIPE_STREAMS]

@@ -2,12 +2,10 @@
 
 import copy
 import json
-import os
 import shutil
 from pathlib import Path
 
 import dagster as dg
-import pytest
 from sqlalchemy.engine import make_url
 
 from meshline_pipelines.definitions import MAIN_JOB, build_definitions, defs

@@ -1,7 +1,7 @@
 """Amazon streams, declared once; each becomes a daily-partitioned asset in the `amazon` group."""
 
 from meshline_pipelines.amazon import normalize
-from meshline_pipelines.ingest import Stream, id_at
+from meshline_pipelines.streams import Stream, id_at
 
 SYSTEM = "amazon"
 

@@ -1,6 +1,6 @@
 """Shopify streams, declared once; each becomes a daily-partitioned asset in the `shopify` group."""
 
-from meshline_pipelines.ingest import Stream, id_at
+from meshline_pipelines.streams import Stream, id_at
 from meshline_pipelines.shopify import normalize
 
 SYSTEM = "shopify"

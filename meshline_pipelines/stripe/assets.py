@@ -1,6 +1,6 @@
 """Stripe streams, declared once; each becomes a daily-partitioned asset in the `stripe` group."""
 
-from meshline_pipelines.ingest import Stream, id_at
+from meshline_pipelines.streams import Stream, id_at
 from meshline_pipelines.stripe import normalize
 
 SYSTEM = "stripe"

@@ -1,0 +1,79 @@
+"""Stream assets: each stream as a daily-partitioned Dagster asset with blocking schema checks."""
+
+import dagster as dg
+
+from meshline_pipelines.canonical.schemas import CANONICAL_MODELS
+from meshline_pipelines.checks import schema_check_spec
+from meshline_pipelines.ingest import StreamRun, run_stream
+from meshline_pipelines.ledger.store import INSERTED, UPDATED
+from meshline_pipelines.partitions import daily_partitions
+from meshline_pipelines.streams import Stream
+
+
+def _materialize_metadata(run: StreamRun) -> dict:
+    primary = run.stream.tables[0]
+    model = CANONICAL_MODELS[primary]
+    metadata = {
+        "dagster/row_count": sum(
+            outcome.count(INSERTED) + outcome.count(UPDATED) + outcome.count("absorbed")
+            for table, outcome in run.stored.items() if table == primary
+        ),
+        "dagster/column_schema": dg.TableSchema(columns=[
+            dg.TableColumn(name, str(column.dtype), description=None)
+            for name, column in model.to_schema().columns.items()
+        ]),
+        "records": run.records,
+        "failed_records": run.failed_records,
+        "raw_payloads_landed": run.raw_landed,
+        "redelivered_in_partition": run.redelivered,
+        "exceptions_opened": run.exceptions.get("opened", 0),
+        "exceptions_seen_again": run.exceptions.get("seen_again", 0),
+        "quarantined": run.quarantined,
+    }
+    for table, outcome in run.stored.items():
+        metadata[f"{table}_stored"] = dg.MetadataValue.json(outcome.counts())
+    if run.unreadable_files:
+        metadata["unreadable_files"] = dg.MetadataValue.json(run.unreadable_files)
+    return metadata
+
+
+def stream_asset(stream: Stream, *, client_key: str, owners: list[str]) -> dg.AssetsDefinition:
+    """Build the stream's daily-partitioned asset, with one blocking schema check per canonical table."""
+
+    @dg.asset(
+        key=stream.asset_key,
+        partitions_def=daily_partitions,
+        group_name=stream.system,
+        owners=owners,
+        kinds={stream.system, "pandas"},
+        description=stream.description,
+        check_specs=[schema_check_spec(stream.asset_key, table) for table in stream.tables],
+        required_resource_keys={client_key, "ledger", "routing"},
+        tags={"connector": stream.system},
+        pool=stream.system,
+    )
+    def _asset(context: dg.AssetExecutionContext):
+        routing_resource = context.resources.routing
+        run = run_stream(
+            stream,
+            getattr(context.resources, client_key),
+            context.resources.ledger.open(),
+            routing_resource.load(),
+            partition_key=context.partition_key,
+            run_id=context.run.run_id,
+            max_failure_rate=routing_resource.failure_rate_limit(),
+            logger=context.log,
+        )
+        for table, outcome in run.checks.items():
+            yield outcome.result(run.failed_rules.get(table, {}), context.partition_key)
+        if run.quarantined:
+            # Failing without a materialization marks the partition failed, so Dagster's
+            # "backfill failed and missing" replays it once the source is fixed.
+            blocked = [outcome.describe() for outcome in run.checks.values() if outcome.blocks]
+            raise dg.Failure(
+                description=f"{stream.system}/{stream.name} partition {context.partition_key}: {' '.join(blocked)}",
+                metadata=_materialize_metadata(run),
+            )
+        yield dg.MaterializeResult(metadata=_materialize_metadata(run))
+
+    return _asset

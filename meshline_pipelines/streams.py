@@ -1,0 +1,37 @@
+"""A system's stream, declared once: what it reads and which canonical tables it fills."""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import dagster as dg
+import pandas as pd
+
+from meshline_pipelines.normalize import MapContext, Normalized
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One stream of a system, declared once: what it reads and which canonical tables it fills."""
+
+    system: str
+    name: str
+    description: str
+    tables: tuple[str, ...]
+    record_id: Callable[[pd.Series], pd.Series]
+    normalize: Callable[[pd.DataFrame, MapContext], Normalized]
+    source_fields: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def asset_key(self) -> dg.AssetKey:
+        return dg.AssetKey([self.system, self.name])
+
+
+def id_at(path: str) -> Callable[[pd.Series], pd.Series]:
+    """Source ID from a top-level field of each payload."""
+
+    def read(payloads: pd.Series) -> pd.Series:
+        values = payloads.map(lambda payload: payload.get(path) if isinstance(payload, dict) else None)
+        values = values.where(values.map(lambda value: isinstance(value, (str, int)) and value != ""), None)
+        return values.astype("string")
+
+    return read
