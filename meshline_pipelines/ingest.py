@@ -230,8 +230,8 @@ def run_stream(stream: Stream, client: SourceClient, ledger: Ledger, routing: Ro
     """Import one partition of a stream: land it raw, validate it, store it and open its exceptions.
 
     A partition larger than one chunk is validated whole before anything is stored, so a partition
-    over the failure maximum stores nothing; its records are then read and mapped a second time,
-    chunk by chunk, to keep memory bounded.
+    over the failure maximum stores nothing. Its records are then read and mapped a second time,
+    chunk by chunk, which keeps memory bounded.
     """
     run = StreamRun(stream=stream, partition_key=partition_key)
     account = client.account

@@ -151,7 +151,7 @@ def exception_rows(stream: Stream, account: str, partition_key: str, issues: pd.
 
 def audit_rows(stream: Stream, account: str, run_id: str | None, decisions: pd.DataFrame,
                 rejected: dict[str, list[str]], table: str) -> pd.DataFrame:
-    """One audit event per record the run stored, skipped or rejected; an absorbed repeat adds none."""
+    """Build one audit event per record the run stored, skipped or rejected; an absorbed repeat adds none."""
     steps = {INSERTED: "stored", UPDATED: "stored", STALE: "skipped_stale", CONFLICT: "conflict"}
     noted = decisions[decisions["decision"].isin(list(steps))]
     stored_details = noted[["decision", "version", "stored_version"]].astype(object)
