@@ -12,6 +12,8 @@ from rich.table import Table
 
 from meshline_pipelines import settings
 from meshline_pipelines.canonical.schemas import CANONICAL_MODELS, model_columns
+from meshline_pipelines.demo import read_manifest
+from meshline_pipelines.generator.findings import planted_and_found
 from meshline_pipelines.money import format_minor
 from meshline_pipelines.routing import EXCEPTION_KINDS
 
@@ -120,6 +122,10 @@ def _print_summary(ledger, runs) -> None:
         grouped = open_exceptions.groupby(["kind", "owner"]).size().reset_index(name="open")
         _print_table("Open exceptions by kind and owner", grouped.to_dict(orient="records"), ["kind", "owner", "open"])
 
+    manifest = read_manifest()
+    if manifest is not None:
+        _print_planted_and_found(ledger, manifest)
+
     failed = [run for run in runs if not run.success]
     console.print(f"Runs: {_plural(len(runs), 'partition')}, {len(runs) - len(failed)} succeeded, {len(failed)} failed"
                   + (f" ({', '.join(run.partition_key for run in failed)})" if failed else "") + ".")
@@ -129,6 +135,16 @@ def _print_summary(ledger, runs) -> None:
         "  .venv/bin/meshline exceptions list   the exception queue with owners and due times\n"
         "  .venv/bin/meshline records orders    canonical orders (--system, --format json)"
     )
+
+
+def _print_planted_and_found(ledger, manifest: dict) -> None:
+    report = planted_and_found(ledger, manifest)
+    rows = [
+        {**row, "found": "-" if row["found"] is None or pd.isna(row["found"]) else int(row["found"])}
+        for row in report.to_dict(orient="records")
+    ]
+    _print_table(f"Cases planted in the generated week {manifest['start']} (+{manifest['days'] - 1} days)",
+                 rows, ["kind", "planted", "found", "how"])
 
 
 def _run(partitions: list[str] | None) -> None:
@@ -170,12 +186,17 @@ def run(partition: list[str] = typer.Option(None, "--partition", "-p",
 
 
 @app.command()
-def demo() -> None:
-    """Drop the bundled real samples into the import folder as one demo week, then run the main job."""
-    from meshline_pipelines.demo import stage_demo_week
+def demo(
+    shopify_orders: int = typer.Option(1500, help="Shopify orders in the generated week."),
+    amazon_orders: int = typer.Option(500, help="Amazon orders in the generated week."),
+) -> None:
+    """Drop the bundled samples and a generated week into the import folder, then run the main job."""
+    from meshline_pipelines.demo import stage_demo_week, stage_generated_week
 
     staged = stage_demo_week()
-    console.print(f"Staged {len(staged)} sample files in {settings.import_dir()}")
+    manifest = stage_generated_week(shopify_orders=shopify_orders, amazon_orders=amazon_orders)
+    console.print(f"Staged {len(staged)} sample files and a generated week of {manifest['files']} files "
+                  f"from {manifest['start']} in {settings.import_dir()}")
     _run(None)
 
 

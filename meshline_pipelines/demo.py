@@ -1,9 +1,13 @@
-"""The demo week: the bundled real samples dropped into the import folder on the days of one week."""
+"""The demo: the bundled real samples dropped on the days of one week, and a generated week."""
 
+import json
 import shutil
 from pathlib import Path
 
 from meshline_pipelines import settings
+from meshline_pipelines.generator.week import generate_week
+
+MANIFEST = "manifest.json"
 
 # Day of the demo week -> (system, bundled file) dropped that day, in the order a brand receives them:
 # catalogue and stock first, orders, refunds and payments during the week, payouts at its end.
@@ -33,3 +37,20 @@ def stage_demo_week(import_dir: Path | None = None, samples_dir: Path | None = N
                 shutil.copyfile(samples_dir / system / name, target)
             staged.append(target)
     return staged
+
+
+def stage_generated_week(import_dir: Path | None = None, *, shopify_orders: int = 1500,
+                         amazon_orders: int = 500) -> dict:
+    """Write the generated week into the import folder once; later calls return its manifest."""
+    import_dir = import_dir or settings.import_dir()
+    manifest_path = import_dir / MANIFEST
+    if manifest_path.exists():
+        return json.loads(manifest_path.read_text(encoding="utf-8"))
+    return generate_week(import_dir, shopify_orders=shopify_orders, amazon_orders=amazon_orders)
+
+
+def read_manifest(import_dir: Path | None = None) -> dict | None:
+    manifest_path = (import_dir or settings.import_dir()) / MANIFEST
+    if not manifest_path.exists():
+        return None
+    return json.loads(manifest_path.read_text(encoding="utf-8"))

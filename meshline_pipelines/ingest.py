@@ -204,7 +204,8 @@ def _store_chunk(stream: Stream, records: pd.DataFrame, frames: dict[str, pd.Dat
             decisions=pd.concat([earlier.decisions, outcome.decisions], ignore_index=True))
     # The trail follows records: an order's lines travel with it, so only the primary table is audited.
     primary = stream.tables[0]
-    ledger.record_audit(audit_rows(stream, account, run_id, outcomes[primary].decisions, {}, primary))
+    ledger.record_audit(audit_rows(stream, account, run_id, outcomes[primary].decisions, {}, primary,
+                                   run.partition_key))
 
     opened = ledger.open_exceptions(
         exception_rows(stream, account, run.partition_key, conflicts, records, routing), run_id=run_id)

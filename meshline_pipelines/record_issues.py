@@ -11,7 +11,7 @@ import pandas as pd
 
 from meshline_pipelines.checks import schema_failures
 from meshline_pipelines.ledger.store import (
-    CONFLICT, INSERTED, STALE, UPDATED, canonical_json, is_timestamp_version, row_hashes, utc_now,
+    ABSORBED, CONFLICT, INSERTED, STALE, UPDATED, canonical_json, is_timestamp_version, row_hashes, utc_now,
 )
 from meshline_pipelines.normalize import ISSUE_COLUMNS, RECORD
 from meshline_pipelines.privacy import mask_personal
@@ -150,14 +150,20 @@ def exception_rows(stream: Stream, account: str, partition_key: str, issues: pd.
 
 
 def audit_rows(stream: Stream, account: str, run_id: str | None, decisions: pd.DataFrame,
-                rejected: dict[str, list[str]], table: str) -> pd.DataFrame:
-    """Build one audit event per record the run stored, skipped or rejected; an absorbed repeat adds none."""
+               rejected: dict[str, list[str]], table: str, partition_key: str | None = None) -> pd.DataFrame:
+    """Build one audit event per record the run stored, skipped, rejected or saw redelivered.
+
+    A redelivery is identical content arriving in another partition than the one that stored it, so
+    a re-run of the storing partition adds no event, while each re-run of the redelivering one does.
+    """
     steps = {INSERTED: "stored", UPDATED: "stored", STALE: "skipped_stale", CONFLICT: "conflict"}
-    noted = decisions[decisions["decision"].isin(list(steps))]
-    stored_details = noted[["decision", "version", "stored_version"]].astype(object)
+    redelivered = (decisions["decision"] == ABSORBED) & decisions["stored_partition_key"].notna() & (
+        decisions["stored_partition_key"] != partition_key)
+    noted = decisions[decisions["decision"].isin(list(steps)) | redelivered]
+    stored_details = noted[["decision", "version", "stored_version", "stored_partition_key"]].astype(object)
     stored = pd.DataFrame({
         "record_id": noted["source_id"].astype(str),
-        "step": noted["decision"].map(steps),
+        "step": noted["decision"].map(steps).fillna("redelivered"),
         "details": pd.Series(
             stored_details.where(stored_details.notna(), None).to_json(orient="records", lines=True).splitlines()
             if not noted.empty else [], index=noted.index, dtype=object),

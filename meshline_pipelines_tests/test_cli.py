@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from meshline_pipelines.cli import app
+from meshline_pipelines.generator.findings import found_counts
 from meshline_pipelines.ledger import Ledger
 from meshline_pipelines_tests.snapshots import end_state
 
@@ -19,6 +20,9 @@ def meshline_home(tmp_path, monkeypatch, ledger_url):
     return tmp_path / ".meshline"
 
 
+DEMO = ("demo", "--shopify-orders", "150", "--amazon-orders", "50")
+
+
 def _invoke(*arguments):
     result = CliRunner().invoke(app, list(arguments))
     assert result.exit_code == 0, result.output
@@ -26,10 +30,10 @@ def _invoke(*arguments):
 
 
 def test_demo_then_run_keeps_the_end_state(meshline_home, ledger_url):
-    output = _invoke("demo")
+    output = _invoke(*DEMO)
 
-    assert "Staged 15 sample files" in output
-    assert "6 partitions, 6 succeeded, 0 failed" in output
+    assert "Staged 15 sample files and a generated week" in output
+    assert "13 partitions, 13 succeeded, 0 failed" in output
     assert "Open exceptions" not in output
     ledger = Ledger.connect(ledger_url)
     first = end_state(ledger)
@@ -42,7 +46,7 @@ def test_demo_then_run_keeps_the_end_state(meshline_home, ledger_url):
 
 
 def test_records_show_exact_decimals_and_identity(meshline_home):
-    _invoke("demo")
+    _invoke(*DEMO)
 
     orders = json.loads(_invoke("records", "orders", "--format", "json"))
     refunds = json.loads(_invoke("records", "refunds", "--system", "shopify", "--format", "json"))
@@ -53,7 +57,8 @@ def test_records_show_exact_decimals_and_identity(meshline_home):
     assert totals[("amazon", "123-4567890-1234567")] == ("149.99", "USD")
     shopify_order = next(row for row in orders if row["system"] == "shopify")
     assert shopify_order["extra"]["po_number"] == "ABC123"
-    assert [(row["source_id"], row["amount"], row["currency"]) for row in refunds] == [("509562969", "209.00", "USD")]
+    sample_refund = [row for row in refunds if row["source_id"] == "509562969"]
+    assert [(row["amount"], row["currency"]) for row in sample_refund] == [("209.00", "USD")]
     assert "598.94" in table
 
 
@@ -113,3 +118,17 @@ def test_exceptions_filter_by_kind_and_system(meshline_home):
     assert [row["record_id"] for row in stripe] == ["file:2026-11-30/stripe/charges.json"]
     assert stripe[0]["details"]["stream"] == "charges"
     assert shopify == []
+
+
+def test_demo_finds_each_planted_case(meshline_home, ledger_url):
+    output = _invoke(*DEMO)
+
+    manifest = json.loads((meshline_home / "imports" / "manifest.json").read_text())
+    found = found_counts(Ledger.connect(ledger_url), manifest)
+    assert "Cases planted in the generated week 2026-10-26" in output
+    for kind, planted in manifest["defects"].items():
+        if kind == "unknown_sku":
+            assert found[kind] is None
+            continue
+        assert planted["count"] >= 1, kind
+        assert found[kind] == planted["count"], kind

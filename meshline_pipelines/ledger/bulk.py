@@ -22,6 +22,7 @@ def _decision_sql(staging: str, target: str) -> str:
     both_timestamps = f"s.version ~ {TIMESTAMP_VERSION} AND t.version ~ {TIMESTAMP_VERSION}"
     return f"""
         SELECT s.system, s.account, s.source_id, s.version, t.version AS stored_version,
+               t.partition_key AS stored_partition_key,
                CASE
                    WHEN t.source_id IS NULL THEN 'inserted'
                    WHEN t.content_hash = s.content_hash THEN 'absorbed'
@@ -104,4 +105,5 @@ def copy_and_merge(connection: sa.Connection, table: sa.Table, rows: pd.DataFram
     decided = connection.execute(sa.text(_decision_sql(staging, table.name))).all()
     connection.execute(sa.text(_merge_sql(staging, table, columns)))
     connection.execute(sa.text(f"DROP TABLE {staging}"))
-    return pd.DataFrame(decided, columns=[*KEY_COLUMNS, "version", "stored_version", "decision"])
+    return pd.DataFrame(decided, columns=[*KEY_COLUMNS, "version", "stored_version", "stored_partition_key",
+                                          "decision"])

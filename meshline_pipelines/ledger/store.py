@@ -73,7 +73,8 @@ class StoreOutcome:
     """Per canonical row: its key and what the ledger did with it."""
 
     decisions: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame(columns=[*KEY_COLUMNS, "decision", "version", "stored_version"])
+        default_factory=lambda: pd.DataFrame(
+            columns=[*KEY_COLUMNS, "decision", "version", "stored_version", "stored_partition_key"])
     )
 
     def count(self, decision: str) -> int:
@@ -184,11 +185,11 @@ class Ledger:
         parts = []
         for start in range(0, len(keys), KEY_CHUNK):
             query = sa.select(table.c.system, table.c.account, table.c.source_id, table.c.version,
-                              table.c.content_hash).where(
+                              table.c.content_hash, table.c.partition_key).where(
                 sa.tuple_(table.c.system, table.c.account, table.c.source_id).in_(keys[start:start + KEY_CHUNK])
             )
             parts.append(pd.DataFrame(connection.execute(query).all(),
-                                      columns=[*KEY_COLUMNS, "version", "content_hash"]))
+                                      columns=[*KEY_COLUMNS, "version", "content_hash", "partition_key"]))
         return pd.concat(parts, ignore_index=True).astype("string")
 
     def _update_rows(self, connection: sa.Connection, table: sa.Table, updates: pd.DataFrame) -> None:
@@ -298,7 +299,8 @@ def _decide(incoming: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
     decision[same_content] = ABSORBED
 
     return merged[KEY_COLUMNS].assign(decision=decision, version=merged["version"],
-                                      stored_version=merged["version_stored"])
+                                      stored_version=merged["version_stored"],
+                                      stored_partition_key=merged["partition_key"])
 
 
 def _restore_types(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
