@@ -50,6 +50,7 @@ def stream_asset(stream: Stream, *, client_key: str, owners: list[str]) -> dg.As
         check_specs=[schema_check_spec(stream.asset_key, table) for table in stream.tables],
         required_resource_keys={client_key, "ledger", "routing"},
         tags={"connector": stream.system},
+        deps=[dg.AssetKey([stream.system, name]) for name in stream.depends_on],
         pool=stream.system,
     )
     def _asset(context: dg.AssetExecutionContext):

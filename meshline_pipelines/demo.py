@@ -12,7 +12,7 @@ MANIFEST = "manifest.json"
 # Day of the demo week -> (system, bundled file) dropped that day, in the order a brand receives them:
 # catalogue and stock first, orders, refunds and payments during the week, payouts at its end.
 DEMO_WEEK: dict[str, list[tuple[str, str]]] = {
-    "2026-11-23": [("shopify", "customers.json"), ("shopify", "inventory_levels.json"),
+    "2026-11-23": [("shopify", "products.json"), ("shopify", "customers.json"), ("shopify", "inventory_levels.json"),
                    ("amazon", "GET_AFN_INVENTORY_DATA.csv")],
     "2026-11-24": [("shopify", "orders.json"), ("shopify", "transactions.json")],
     "2026-11-25": [("amazon", "orders-getOrder.json"), ("amazon", "orders-getOrderItems.json"),

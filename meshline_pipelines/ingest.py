@@ -14,7 +14,7 @@ from meshline_pipelines.ledger.store import CONFLICT, STALE, content_hash, utc_n
 from meshline_pipelines.normalize import ISSUE_COLUMNS, RECORD, MapContext, Normalized, empty_table, record_hashes
 from meshline_pipelines.record_issues import (
     audit_rows, collapse_unknown_currencies, exception_rows, file_issues, new_schema_failures, non_object_issues,
-    resolve_in_batch_duplicates,
+    resolve_in_batch_duplicates, unmapped_references,
 )
 from meshline_pipelines.routing import Routing
 from meshline_pipelines.sources.base import SourceBatch, SourceClient
@@ -121,8 +121,8 @@ def _normalize_and_validate(stream: Stream, records: pd.DataFrame, context: MapC
 
 
 def _store(stream: Stream, frames: dict[str, pd.DataFrame], ledger: Ledger, partition_key: str,
-           run_id: str | None) -> tuple[dict[str, StoreOutcome], pd.DataFrame]:
-    """Upsert the valid rows; return a duplicate_record issue for each version conflict.
+           run_id: str | None) -> tuple[dict[str, StoreOutcome], pd.DataFrame, set[int]]:
+    """Upsert the valid rows; return the outcomes, a duplicate_record issue per conflict, and held records.
 
     The primary table goes first. A record whose primary row is stale or conflicts keeps its stored
     state in every table, so an old order version never brings back its old lines.
@@ -145,7 +145,7 @@ def _store(stream: Stream, frames: dict[str, pd.DataFrame], ledger: Ledger, part
                 "kind": "duplicate_record", "rule": f"{table}.version:conflicting_content", "value": row.version,
                 "message": f"version {row.version} is already stored with different content",
             })
-    return outcomes, pd.DataFrame(conflicts, columns=ISSUE_COLUMNS)
+    return outcomes, pd.DataFrame(conflicts, columns=ISSUE_COLUMNS), held
 
 
 def _chunks(batches: Iterable[SourceBatch], size: int) -> Iterator[list[SourceBatch]]:
@@ -195,9 +195,9 @@ def _validate_chunk(stream: Stream, batches: list[SourceBatch], ledger: Ledger, 
 
 
 def _store_chunk(stream: Stream, records: pd.DataFrame, frames: dict[str, pd.DataFrame], ledger: Ledger,
-                 routing: Routing, run: StreamRun, account: str, run_id: str | None) -> None:
-    """Store a validated chunk, open an exception per version conflict and record the audit trail."""
-    outcomes, conflicts = _store(stream, frames, ledger, run.partition_key, run_id)
+                 routing: Routing, run: StreamRun, account: str, run_id: str | None, logger) -> None:
+    """Store a validated chunk, then open an exception per version conflict and unmapped reference."""
+    outcomes, conflicts, held = _store(stream, frames, ledger, run.partition_key, run_id)
     for table, outcome in outcomes.items():
         earlier = run.stored.get(table)
         run.stored[table] = outcome if earlier is None else StoreOutcome(
@@ -207,8 +207,11 @@ def _store_chunk(stream: Stream, records: pd.DataFrame, frames: dict[str, pd.Dat
     ledger.record_audit(audit_rows(stream, account, run_id, outcomes[primary].decisions, {}, primary,
                                    run.partition_key))
 
+    unmapped = unmapped_references(stream, frames, ledger, account, held, logger)
+    problems = pd.concat([frame for frame in (conflicts, unmapped) if not frame.empty] or [conflicts],
+                         ignore_index=True)
     opened = ledger.open_exceptions(
-        exception_rows(stream, account, run.partition_key, conflicts, records, routing), run_id=run_id)
+        exception_rows(stream, account, run.partition_key, problems, records, routing), run_id=run_id)
     for key, count in opened.items():
         run.exceptions[key] = run.exceptions.get(key, 0) + count
 
@@ -262,14 +265,14 @@ def run_stream(stream: Stream, client: SourceClient, ledger: Ledger, routing: Ro
         return run
 
     if run.chunks == 1:
-        _store_chunk(stream, first_records, first_frames, ledger, routing, run, account, run_id)
+        _store_chunk(stream, first_records, first_frames, ledger, routing, run, account, run_id, logger)
         return run
 
     context = MapContext(system=stream.system, account=account, partition_key=partition_key)
     for chunk in _chunks(client.extract(stream.name, partition_key), records_per_chunk):
         records = _record_frame(chunk, stream.record_id)
         frames, _ = _normalize_and_validate(stream, records, context, StreamRun(stream, partition_key))
-        _store_chunk(stream, records, frames, ledger, routing, run, account, run_id)
+        _store_chunk(stream, records, frames, ledger, routing, run, account, run_id, logger)
     return run
 
 

@@ -22,6 +22,8 @@ FIXES = {
     "missing_field": "add the field in {system} (or correct the export), then re-run the partition",
     "failed_validation": "correct the value in {system} (or the export), then re-run the partition",
     "duplicate_record": "decide in {system} which content is right, then re-run the partition",
+    "unmapped_reference": "import the {system} record it refers to (for a variant, the product catalog), "
+                          "then re-run the partition",
     "connector_failure": "export the file from {system} again, drop it in the same day folder, then re-run the partition",
 }
 
@@ -185,3 +187,34 @@ def file_issues(stream: Stream, unreadable) -> pd.DataFrame:
          "rule": f"{stream.tables[0]}.file:unreadable", "value": None, "message": batch.error}
         for batch in unreadable
     ], columns=[*ISSUE_COLUMNS, "record_id", "origin"])
+
+
+def unmapped_references(stream: Stream, frames: dict[str, pd.DataFrame], ledger, account: str,
+                        held: set[int], logger) -> pd.DataFrame:
+    """Issues for stored rows whose reference columns name no stored record of the target table.
+
+    Before the first import of a target table for the account, every value would be unmapped, so the
+    check is skipped with a warning instead of filling the queue.
+    """
+    issues = []
+    for reference in stream.references:
+        if not ledger.has_rows(reference.target_table, stream.system, account):
+            logger.warning(f"{stream.system}/{stream.name}: no {reference.target_table} stored for {account} yet, "
+                           f"so {reference.table}.{reference.column} is not checked; import them first")
+            continue
+        rows = frames[reference.table]
+        rows = rows[rows[reference.column].notna() & ~rows[RECORD].isin(held)]
+        if rows.empty:
+            continue
+        values = rows[reference.column].astype(str)
+        known = ledger.known_source_ids(reference.target_table, stream.system, account, sorted(set(values)))
+        for position, value in zip(rows[RECORD], values):
+            if value in known:
+                continue
+            issues.append({
+                "record": int(position), "table": reference.table, "column": reference.column,
+                "source_field": reference.source_field, "kind": "unmapped_reference",
+                "rule": f"{reference.table}.{reference.column}:unmapped", "value": value,
+                "message": f"{value} is in no stored {reference.target_table}",
+            })
+    return pd.DataFrame(issues, columns=ISSUE_COLUMNS)

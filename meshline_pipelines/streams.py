@@ -10,6 +10,19 @@ from meshline_pipelines.normalize import MapContext, Normalized
 
 
 @dataclass(frozen=True)
+class Reference:
+    """A column whose value must be the source ID of a record stored in another canonical table.
+
+    A value with no such record is an unmapped_reference exception; the record itself is stored.
+    """
+
+    table: str
+    column: str
+    target_table: str
+    source_field: str
+
+
+@dataclass(frozen=True)
 class Stream:
     """One stream of a system, declared once: what it reads and which canonical tables it fills."""
 
@@ -20,6 +33,8 @@ class Stream:
     record_id: Callable[[pd.Series], pd.Series]
     normalize: Callable[[pd.DataFrame, MapContext], Normalized]
     source_fields: Mapping[str, str] = field(default_factory=dict)
+    references: tuple[Reference, ...] = ()
+    depends_on: tuple[str, ...] = ()  # streams of the same system whose records this one refers to
 
     @property
     def asset_key(self) -> dg.AssetKey:

@@ -42,7 +42,7 @@ def test_connecting_again_keeps_the_data(ledger_url, ledger, routing, import_dir
     assert len(again.read_table("orders")) == 1
     with again.engine.connect() as connection:
         version = connection.execute(sa.text("select version_num from meshline_alembic_version")).scalar()
-    assert version == "0001"
+    assert version == "0002"
     again.dispose()
 
 

@@ -158,3 +158,50 @@ def test_shopify_balance_transactions_sum(ledger, routing, import_dir):
     assert len(lines) == 50
     assert lines["amount"].sum() == expected
     assert set(lines["payout_source_id"]) == {"623721858"}
+
+
+def test_shopify_products_become_variants(ledger, routing, import_dir):
+    drop_file(import_dir, "shopify", "products.json")
+
+    run("shopify", "products", import_dir, ledger, routing)
+
+    variants = ledger.read_table("product_variants").set_index("source_id")
+    assert sorted(variants.index) == ["39072856", "447654529", "457924702", "49148385", "808950810"]
+    assert variants.loc["39072856", "sku"] == "IPOD2008GREEN"
+    assert variants.loc["39072856", "product_id"] == "632910392"
+    assert variants.loc["39072856", "inventory_item_id"] == "39072856"
+    assert variants.loc["447654529", "product_id"] == "921728736"
+    assert variants.loc["39072856", "updated_at"] == pd.Timestamp("2025-10-02T16:29:59Z")
+
+
+def test_order_line_of_unknown_variant_is_unmapped(ledger, routing, import_dir):
+    products = sample_json("shopify", "products.json")
+    products["products"][0]["variants"] = [
+        variant for variant in products["products"][0]["variants"] if variant["id"] != 457924702
+    ]
+    drop_file(import_dir, "shopify", "products.json", content=json.dumps(products).encode())
+    drop_file(import_dir, "shopify", "orders.json")
+
+    run("shopify", "products", import_dir, ledger, routing)
+    result = run("shopify", "orders", import_dir, ledger, routing)
+
+    assert result.failed_records == 0
+    assert list(ledger.read_table("orders")["source_id"]) == ["450789469"]
+    exceptions = ledger.read_exceptions()
+    assert list(exceptions["kind"]) == ["unmapped_reference"]
+    exception = exceptions.iloc[0]
+    assert exception["record_id"] == "450789469"
+    assert exception["field"] == "line_items[].variant_id"
+    assert exception["value"] == "457924702"
+    assert exception["decision_owner"] == "team:catalog"
+    assert "457924702 is in no stored product_variants" in exception["reason"]
+
+
+def test_order_lines_of_known_variants_open_nothing(ledger, routing, import_dir):
+    drop_file(import_dir, "shopify", "products.json")
+    drop_file(import_dir, "shopify", "orders.json")
+
+    run("shopify", "products", import_dir, ledger, routing)
+    run("shopify", "orders", import_dir, ledger, routing)
+
+    assert ledger.read_exceptions().empty

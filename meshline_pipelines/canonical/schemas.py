@@ -177,6 +177,16 @@ class PayoutLine(CanonicalRecord):
     processed_at: Series[UtcTimestamp] = pa.Field(nullable=True)
 
 
+class ProductVariant(CanonicalRecord):
+    product_id: Series[Text] = pa.Field(str_length={"min_value": 1})
+    sku: Series[Text] = pa.Field(nullable=True)
+    product_title: Series[Text] = pa.Field(nullable=True)
+    variant_title: Series[Text] = pa.Field(nullable=True)
+    inventory_item_id: Series[Text] = pa.Field(nullable=True)
+    created_at: Series[UtcTimestamp] = pa.Field(nullable=True)
+    updated_at: Series[UtcTimestamp]
+
+
 # Ledger table name -> model. The ledger's canonical tables are generated from these models.
 CANONICAL_MODELS: dict[str, type[CanonicalRecord]] = {
     "orders": Order,
@@ -187,6 +197,7 @@ CANONICAL_MODELS: dict[str, type[CanonicalRecord]] = {
     "inventory_levels": InventoryLevel,
     "payouts": Payout,
     "payout_lines": PayoutLine,
+    "product_variants": ProductVariant,
 }
 
 

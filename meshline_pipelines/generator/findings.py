@@ -38,10 +38,7 @@ def _offset_change_window(manifest: dict) -> tuple[pd.Timestamp, pd.Timestamp] |
 
 
 def found_counts(ledger: Ledger, manifest: dict) -> dict[str, int | None]:
-    """Count, per planted kind, the records the ledger shows with that case.
-
-    The count is None for a kind that nothing detects yet.
-    """
+    """Count, per planted kind, the records the ledger shows with that case."""
     week = _week_partitions(manifest)
     orders = ledger.read_table("orders", system="shopify")
     orders = orders[orders["partition_key"].isin(week)]
@@ -61,6 +58,10 @@ def found_counts(ledger: Ledger, manifest: dict) -> dict[str, int | None]:
                 audit_events.c.step == "redelivered")
         ).scalar()
 
+    exceptions = ledger.read_exceptions()
+    unmapped = exceptions[(exceptions["kind"] == "unmapped_reference") & (exceptions["system"] == "shopify")
+                          & exceptions["partition_key"].isin(week)]["record_id"].nunique()
+
     window = _offset_change_window(manifest)
     in_window = orders["created_at"].between(*window, inclusive="left") if window else pd.Series(False)
 
@@ -74,8 +75,7 @@ def found_counts(ledger: Ledger, manifest: dict) -> dict[str, int | None]:
     return {
         "missing_email": int(orders["email"].isna().sum()),
         "duplicate_delivery": int(redelivered),
-        # NOTE: an unknown SKU needs the product catalog, which no stream reads yet.
-        "unknown_sku": None,
+        "unknown_sku": int(unmapped),
         "zero_decimal_currency": int((zero_decimal & foreign).sum()),
         "presentment_currency_differs": int((foreign & ~zero_decimal).sum()),
         "partial_refund": int(partial.sum()),
@@ -87,7 +87,7 @@ def found_counts(ledger: Ledger, manifest: dict) -> dict[str, int | None]:
 HOW_FOUND = {
     "missing_email": "Shopify orders stored without an email",
     "duplicate_delivery": "orders whose identical content arrived again on a later day (audit: redelivered)",
-    "unknown_sku": "not detected yet: needs the product catalog",
+    "unknown_sku": "orders with a line whose variant is in no stored product (unmapped_reference)",
     "zero_decimal_currency": "orders presented in a currency without minor unit (JPY), in a shop of another",
     "presentment_currency_differs": "orders presented in another currency with minor units",
     "partial_refund": "orders whose refunds add up to less than their total",

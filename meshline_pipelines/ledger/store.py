@@ -203,6 +203,25 @@ class Ledger:
         ]
         connection.execute(statement, rows)
 
+    def has_rows(self, table_name: str, system: str, account: str) -> bool:
+        table = CANONICAL_TABLES[table_name]
+        query = sa.select(table.c.source_id).where(table.c.system == system, table.c.account == account).limit(1)
+        with self.engine.connect() as connection:
+            return connection.execute(query).first() is not None
+
+    def known_source_ids(self, table_name: str, system: str, account: str, source_ids: list[str]) -> set[str]:
+        """The subset of `source_ids` stored in the table for this system and account."""
+        table = CANONICAL_TABLES[table_name]
+        found: set[str] = set()
+        with self.engine.connect() as connection:
+            for start in range(0, len(source_ids), KEY_CHUNK):
+                query = sa.select(table.c.source_id).where(
+                    table.c.system == system, table.c.account == account,
+                    table.c.source_id.in_(source_ids[start:start + KEY_CHUNK]),
+                )
+                found.update(connection.execute(query).scalars())
+        return found
+
     def read_table(self, table_name: str, *, system: str | None = None) -> pd.DataFrame:
         table = CANONICAL_TABLES[table_name]
         query = sa.select(table).order_by(table.c.system, table.c.account, table.c.source_id)

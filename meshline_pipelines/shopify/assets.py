@@ -1,6 +1,6 @@
 """Shopify streams, declared once; each becomes a daily-partitioned asset in the `shopify` group."""
 
-from meshline_pipelines.streams import Stream, id_at
+from meshline_pipelines.streams import Reference, Stream, id_at
 from meshline_pipelines.shopify import normalize
 
 SYSTEM = "shopify"
@@ -13,6 +13,9 @@ STREAMS = [
         tables=("orders", "order_lines"),
         record_id=id_at("id"),
         normalize=normalize.normalize_orders,
+        references=(Reference(table="order_lines", column="variant_id", target_table="product_variants",
+                              source_field="line_items[].variant_id"),),
+        depends_on=("products",),
         source_fields={
             "orders.source_id": "id",
             "orders.created_at": "created_at",
@@ -24,6 +27,17 @@ STREAMS = [
             "order_lines.quantity": "line_items[].quantity",
             "order_lines.currency": "line_items[].price_set.shop_money.currency_code",
         },
+    ),
+    Stream(
+        system=SYSTEM,
+        name="products",
+        description="Shopify products as their variants: the SKU catalog that order lines refer to.",
+        tables=("product_variants",),
+        record_id=id_at("id"),
+        normalize=normalize.normalize_products,
+        source_fields={"product_variants.source_id": "variants[].id",
+                       "product_variants.product_id": "variants[].product_id",
+                       "product_variants.updated_at": "variants[].updated_at"},
     ),
     Stream(
         system=SYSTEM,

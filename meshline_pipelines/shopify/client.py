@@ -15,6 +15,7 @@ class ShopifyFileClient(FileSnapshotClient):
     system: ClassVar[str] = "shopify"
     files: ClassVar[dict[str, list[FilePattern]]] = {
         "orders": [FilePattern("orders*.json", json_list_at("orders"))],
+        "products": [FilePattern("products*.json", json_list_at("products"))],
         # Orders carry their refunds, and GET /orders/{id}/refunds.json returns them on their own.
         "refunds": [
             FilePattern("refunds*.json", json_list_at("refunds")),

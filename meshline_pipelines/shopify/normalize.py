@@ -272,3 +272,38 @@ def normalize_balance_transactions(records: pd.DataFrame, context: MapContext) -
     lines["processed_at"] = read.timestamp("processed_at", "processed_at")
     lines = with_identity(lines, context, read.text("id"), positions)
     return Normalized(tables={"payout_lines": in_model_order("payout_lines", lines)}, issues=issues)
+
+
+def normalize_products(records: pd.DataFrame, context: MapContext) -> Normalized:
+    """Map each product's variants, the catalog that order lines and inventory levels refer to."""
+    issues: list[dict] = []
+    payloads = records["payload"]
+    variants = children(payloads, "variants")
+    parents = pd.Series(variants.index, dtype="int64")
+    product_titles = payloads.map(lambda payload: payload.get("title")).astype("string")
+    product_ids = payloads.map(lambda payload: payload.get("id")).astype("string")
+    variants = variants.reset_index(drop=True)
+    flat = flatten(variants)
+    read = FieldReader(flat, parents, "product_variants", issues)
+
+    rows = pd.DataFrame(index=flat.index)
+    rows["version"] = pd.Series(pd.NA, index=flat.index, dtype="string")
+    rows["extra"] = extra_fields(variants, {"id", "product_id", "sku", "title", "inventory_item_id", "created_at",
+                                            "updated_at"})
+    rows["product_id"] = read.text("product_id").fillna(
+        pd.Series(product_ids.loc[parents].to_numpy(), index=flat.index, dtype="string"))
+    rows["sku"] = read.text("sku")
+    rows["product_title"] = pd.Series(product_titles.loc[parents].to_numpy(), index=flat.index, dtype="string")
+    rows["variant_title"] = read.text("title")
+    rows["inventory_item_id"] = read.text("inventory_item_id")
+    rows["created_at"] = read.timestamp("created_at", "created_at")
+    rows["updated_at"] = read.timestamp("updated_at", "updated_at")
+    rows["version"] = timestamp_versions(rows["updated_at"])
+    rows = with_identity(rows, context, read.text("id"), parents)
+    return Normalized(tables={"product_variants": in_model_order("product_variants", rows)}, issues=issues)
+
+
+def unknown_variants(order_lines: pd.DataFrame, known_variant_ids: set[str]) -> pd.DataFrame:
+    """Order lines whose variant is in no stored product; custom lines without a variant are skipped."""
+    with_variant = order_lines[order_lines["variant_id"].notna()]
+    return with_variant[~with_variant["variant_id"].isin(known_variant_ids)]
