@@ -210,7 +210,7 @@ class Ledger:
             return connection.execute(query).first() is not None
 
     def known_source_ids(self, table_name: str, system: str, account: str, source_ids: list[str]) -> set[str]:
-        """The subset of `source_ids` stored in the table for this system and account."""
+        """Return the subset of `source_ids` stored in the table for this system and account."""
         table = CANONICAL_TABLES[table_name]
         found: set[str] = set()
         with self.engine.connect() as connection:
