@@ -73,7 +73,7 @@ class FlatRecords:
         return FlatRecords(self.payloads[key])
 
     def get(self, path: str) -> pd.Series:
-        """The values at `path`; None where a payload lacks it."""
+        """Return the values at `path`, with None where a payload lacks it."""
         if path not in self._columns:
             keys = tuple(path.split("."))
             self._columns[path] = pd.Series(
@@ -92,6 +92,28 @@ def children(payloads: pd.Series, key: str) -> pd.Series:
     lists = lists[lists.map(lambda value: isinstance(value, list))]
     exploded = lists.explode().dropna()
     return exploded.rename_axis(RECORD)
+
+
+@dataclass
+class Children:
+    """The objects of each payload's nested list, one row each, with the raw record each came from."""
+
+    items: pd.Series
+    records: pd.Series
+    flat: "FlatRecords"
+
+    def parent_field(self, payloads: pd.Series, name: str) -> pd.Series:
+        """Return the parent payload's top-level field `name` for each item, as text."""
+        values = payloads.map(lambda payload: payload.get(name)).astype("string")
+        return pd.Series(values.loc[self.records].to_numpy(), index=self.items.index, dtype="string")
+
+
+def explode(payloads: pd.Series, key: str) -> Children:
+    """Take the objects in each payload's `key` list out as rows of their own."""
+    nested = children(payloads, key)
+    records = pd.Series(nested.index, dtype="int64")
+    items = nested.reset_index(drop=True)
+    return Children(items=items, records=records, flat=FlatRecords(items))
 
 
 def extra_fields(payloads: pd.Series, mapped: set[str]) -> pd.Series:

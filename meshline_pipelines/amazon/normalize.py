@@ -4,7 +4,7 @@ import pandas as pd
 
 from meshline_pipelines.ledger.store import row_hashes
 from meshline_pipelines.normalize import (
-    RECORD, FieldReader, MapContext, Normalized, children, extra_fields, flatten, in_model_order, record_hashes,
+    RECORD, FieldReader, MapContext, Normalized, explode, extra_fields, flatten, in_model_order, record_hashes,
     timestamp_versions, with_identity,
 )
 
@@ -73,11 +73,8 @@ def normalize_order_items(records: pd.DataFrame, context: MapContext) -> Normali
     """Map getOrderItems responses (one per record, the items of one Amazon order) to order lines."""
     issues: list[dict] = []
     payloads = records["payload"]
-    items = children(payloads, "OrderItems")
-    parents = pd.Series(items.index, dtype="int64")
-    order_ids = payloads.map(lambda payload: payload.get("AmazonOrderId")).astype("string")
-    items = items.reset_index(drop=True)
-    flat = flatten(items)
+    order_items = explode(payloads, "OrderItems")
+    parents, flat = order_items.records, order_items.flat
     read = FieldReader(flat, parents, "order_lines", issues)
 
     lines = pd.DataFrame(index=flat.index)
@@ -88,7 +85,7 @@ def normalize_order_items(records: pd.DataFrame, context: MapContext) -> Normali
     exact_unit = quantity.gt(0).fillna(False) & (line_total % quantity.where(quantity > 0) == 0).fillna(False)
     lines["version"] = _empty_text(flat.index)
     lines["extra"] = _empty_text(flat.index)
-    lines["order_source_id"] = pd.Series(order_ids.loc[parents].to_numpy(), index=flat.index, dtype="string")
+    lines["order_source_id"] = order_items.parent_field(payloads, "AmazonOrderId")
     lines["sku"] = read.text("SellerSKU")
     lines["product_id"] = read.text("ASIN")
     lines["variant_id"] = _empty_text(flat.index)

@@ -8,7 +8,7 @@ import pandas as pd
 
 from meshline_pipelines.ledger.store import row_hashes
 from meshline_pipelines.normalize import (
-    RECORD, FieldReader, MapContext, Normalized, children, extra_fields, flatten, in_model_order, record_hashes,
+    RECORD, FieldReader, MapContext, Normalized, children, explode, extra_fields, flatten, in_model_order, record_hashes,
     timestamp_versions, with_identity,
 )
 
@@ -68,11 +68,8 @@ def normalize_orders(records: pd.DataFrame, context: MapContext) -> Normalized:
 
 
 def _order_lines(payloads: pd.Series, context: MapContext, issues: list) -> pd.DataFrame:
-    items = children(payloads, "line_items")
-    parents = pd.Series(items.index, dtype="int64")
-    order_ids = payloads.map(lambda payload: payload.get("id")).astype("string")
-    items = items.reset_index(drop=True)
-    flat = flatten(items)
+    line_items = explode(payloads, "line_items")
+    items, parents, flat = line_items.items, line_items.records, line_items.flat
     read = FieldReader(flat, parents, "order_lines", issues)
 
     lines = pd.DataFrame(index=flat.index)
@@ -81,7 +78,7 @@ def _order_lines(payloads: pd.Series, context: MapContext, issues: list) -> pd.D
     quantity = read.integer("quantity", "quantity")
     lines["version"] = pd.Series(pd.NA, index=flat.index, dtype="string")
     lines["extra"] = pd.Series(pd.NA, index=flat.index, dtype="string")
-    lines["order_source_id"] = pd.Series(order_ids.loc[parents].to_numpy(), index=flat.index, dtype="string")
+    lines["order_source_id"] = line_items.parent_field(payloads, "id")
     lines["sku"] = read.text("sku")
     lines["product_id"] = read.text("product_id")
     lines["variant_id"] = read.text("variant_id")
@@ -278,22 +275,17 @@ def normalize_products(records: pd.DataFrame, context: MapContext) -> Normalized
     """Map each product's variants, the catalog that order lines and inventory levels refer to."""
     issues: list[dict] = []
     payloads = records["payload"]
-    variants = children(payloads, "variants")
-    parents = pd.Series(variants.index, dtype="int64")
-    product_titles = payloads.map(lambda payload: payload.get("title")).astype("string")
-    product_ids = payloads.map(lambda payload: payload.get("id")).astype("string")
-    variants = variants.reset_index(drop=True)
-    flat = flatten(variants)
+    nested = explode(payloads, "variants")
+    variants, parents, flat = nested.items, nested.records, nested.flat
     read = FieldReader(flat, parents, "product_variants", issues)
 
     rows = pd.DataFrame(index=flat.index)
     rows["version"] = pd.Series(pd.NA, index=flat.index, dtype="string")
     rows["extra"] = extra_fields(variants, {"id", "product_id", "sku", "title", "inventory_item_id", "created_at",
                                             "updated_at"})
-    rows["product_id"] = read.text("product_id").fillna(
-        pd.Series(product_ids.loc[parents].to_numpy(), index=flat.index, dtype="string"))
+    rows["product_id"] = read.text("product_id").fillna(nested.parent_field(payloads, "id"))
     rows["sku"] = read.text("sku")
-    rows["product_title"] = pd.Series(product_titles.loc[parents].to_numpy(), index=flat.index, dtype="string")
+    rows["product_title"] = nested.parent_field(payloads, "title")
     rows["variant_title"] = read.text("title")
     rows["inventory_item_id"] = read.text("inventory_item_id")
     rows["created_at"] = read.timestamp("created_at", "created_at")
