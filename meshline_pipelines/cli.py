@@ -1,4 +1,4 @@
-"""The `meshline` command line: run the main job, read canonical records and the exception queue."""
+"""The `meshline` command line: run the main job, extract from live APIs, read records and the exception queue."""
 
 import json
 import os
@@ -198,6 +198,95 @@ def demo(
     console.print(f"Staged {len(staged)} sample files and a generated week of {manifest['files']} files "
                   f"from {manifest['start']} in {settings.import_dir()}")
     _run(None)
+
+
+def _utc_option(name: str, value: str | None):
+    """Parse a --since or --until value: a date (midnight UTC) or an ISO 8601 time, read as UTC without an offset."""
+    from datetime import datetime, timezone
+
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        console.print(f"[red]error:[/red] {name} {value!r} is not ISO 8601: write 2026-11-01 or 2026-11-01T06:00:00Z")
+        raise typer.Exit(2) from None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def _print_extraction(extraction) -> None:
+    from meshline_pipelines.sources.live import iso_utc
+
+    def cursor(watermark) -> str:
+        return iso_utc(watermark.cursor) if watermark.cursor else "not set"
+
+    rows = [
+        {"measure": "window", "value": f"{iso_utc(extraction.window.since)} to {iso_utc(extraction.window.until)}"},
+        {"measure": "fetched", "value": extraction.fetched},
+        {"measure": "already stored at the watermark", "value": extraction.already_stored},
+        {"measure": "stored (new or changed)", "value": extraction.stored},
+        {"measure": "unchanged", "value": extraction.unchanged},
+        {"measure": "version conflicts", "value": extraction.conflicts},
+        {"measure": "held back by validation", "value": extraction.failed_records},
+        {"measure": "exceptions opened", "value": extraction.exceptions_opened},
+        {"measure": "partitions", "value": ", ".join(run.partition_key for run in extraction.runs) or "none"},
+        {"measure": "watermark before", "value": cursor(extraction.watermark_before)},
+        {"measure": "watermark after", "value": cursor(extraction.watermark_after)},
+    ]
+    stream = extraction.stream
+    _print_table(f"{stream.system}/{stream.name} for {extraction.account}", rows, ["measure", "value"])
+
+
+@app.command()
+def extract(
+    system: str = typer.Argument(..., help=f"System: {', '.join(SYSTEMS)}."),
+    stream: str = typer.Argument(..., help="Stream of the system, e.g. orders or charges."),
+    since: str = typer.Option(None, help="Start (ISO 8601, UTC unless an offset is given). "
+                                         "Default: the stored watermark less MESHLINE_LOOKBACK_MINUTES."),
+    until: str = typer.Option(None, help="End, exclusive (ISO 8601). Default: now."),
+    base_url: str = typer.Option(None, "--base-url", help="API base URL for this run, instead of the configured one."),
+) -> None:
+    """Extract one stream from the system's live API and store it through the ledger."""
+    from meshline_pipelines.clients import SettingError, live_client
+    from meshline_pipelines.definitions import STREAMS
+    from meshline_pipelines.extract import extract_stream
+    from meshline_pipelines.resources import RoutingResource
+    from meshline_pipelines.sources.http import ApiError
+
+    _check_system(system)
+    declared = [candidate for candidate in STREAMS if candidate.system == system]
+    chosen = next((candidate for candidate in declared if candidate.name == stream), None)
+    if chosen is None:
+        console.print(f"[red]error:[/red] {system} has no stream {stream!r}: expected one of "
+                      f"{', '.join(candidate.name for candidate in declared)}")
+        raise typer.Exit(2)
+    window_start, window_end = _utc_option("--since", since), _utc_option("--until", until)
+
+    try:
+        client = live_client(system, base_url=base_url)
+        routing = RoutingResource()
+        console.print(f"Ledger: {_redacted(settings.database_url())}\nAPI: {client.base_url}")
+        pages = 0
+
+        def progress(batch) -> None:
+            nonlocal pages
+            pages += 1
+            console.print(f"  {batch.origin}: {_plural(len(batch.records), 'record')}")
+
+        extraction = extract_stream(chosen, client, _ledger(), routing.load(), since=window_start, until=window_end,
+                                    max_failure_rate=routing.failure_rate_limit(), on_page=progress)
+    except (SettingError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except ApiError as exc:
+        console.print(f"[red]error:[/red] {exc}\nNothing from this run was stored; the watermark did not move.")
+        raise typer.Exit(1) from None
+
+    _print_extraction(extraction)
+    if extraction.blocked_partitions:
+        console.print(f"[red]Blocked partitions:[/red] {', '.join(extraction.blocked_partitions)}: more records failed "
+                      "validation than MESHLINE_MAX_FAILURE_RATE allows. See `meshline exceptions list`.")
+        raise typer.Exit(1)
 
 
 @app.command()

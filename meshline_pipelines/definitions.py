@@ -1,44 +1,18 @@
 """The MeshLine code location: per-system assets with their schema checks, the main job, resources."""
 
-import os
-
 import dagster as dg
 
 from meshline_pipelines.amazon.assets import STREAMS as AMAZON_STREAMS
-from meshline_pipelines.amazon.client import AmazonFileClient
 from meshline_pipelines.assets import stream_asset
+from meshline_pipelines.clients import source_clients
 from meshline_pipelines.resources import LedgerResource, RoutingResource
 from meshline_pipelines.routing import load_routing
 from meshline_pipelines.shopify.assets import STREAMS as SHOPIFY_STREAMS
-from meshline_pipelines.shopify.client import ShopifyFileClient
 from meshline_pipelines.stripe.assets import STREAMS as STRIPE_STREAMS
-from meshline_pipelines.stripe.client import StripeFileClient
 from meshline_pipelines.streams import Stream
 
 MAIN_JOB = "meshline_main"
 STREAMS: list[Stream] = [*SHOPIFY_STREAMS, *AMAZON_STREAMS, *STRIPE_STREAMS]
-
-# Account identities of the bundled samples; set the variables to your own shop, seller and account.
-DEMO_ACCOUNTS = {
-    "SHOPIFY_SHOP": "jsmith.myshopify.com",
-    "AMAZON_SELLER_ID": "A2DEMOSELLER",
-    "AMAZON_MARKETPLACE_ID": "ATVPDKIKX0DER",
-    "STRIPE_ACCOUNT_ID": "acct_demo",
-}
-
-
-def _account_setting(name: str) -> str:
-    return os.environ.get(name) or DEMO_ACCOUNTS[name]
-
-
-def source_clients() -> dict[str, dg.ConfigurableResource]:
-    """Build the file (snapshot) clients, one per system, keyed by the system name the assets use."""
-    return {
-        "shopify": ShopifyFileClient(shop=_account_setting("SHOPIFY_SHOP")),
-        "amazon": AmazonFileClient(seller_id=_account_setting("AMAZON_SELLER_ID"),
-                                   marketplace_id=_account_setting("AMAZON_MARKETPLACE_ID")),
-        "stripe": StripeFileClient(account_id=_account_setting("STRIPE_ACCOUNT_ID")),
-    }
 
 
 def build_definitions(resources: dict[str, dg.ConfigurableResource] | None = None) -> dg.Definitions:

@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 
 from meshline_pipelines.checks import CheckOutcome
-from meshline_pipelines.ledger import Ledger, StoreOutcome
+from meshline_pipelines.ledger import Ledger, StoreOutcome, Watermark
 from meshline_pipelines.ledger.store import CONFLICT, STALE, content_hash, utc_now
 from meshline_pipelines.normalize import ISSUE_COLUMNS, RECORD, MapContext, Normalized, empty_table, record_hashes
 from meshline_pipelines.record_issues import (
@@ -121,18 +121,21 @@ def _normalize_and_validate(stream: Stream, records: pd.DataFrame, context: MapC
 
 
 def _store(stream: Stream, frames: dict[str, pd.DataFrame], ledger: Ledger, partition_key: str,
-           run_id: str | None) -> tuple[dict[str, StoreOutcome], pd.DataFrame, set[int]]:
+           run_id: str | None, watermark: Watermark | None) -> tuple[dict[str, StoreOutcome], pd.DataFrame, set[int]]:
     """Upsert the valid rows; return the outcomes, a duplicate_record issue per conflict, and held records.
 
     The primary table goes first. A record whose primary row is stale or conflicts keeps its stored
-    state in every table, so an old order version never brings back its old lines.
+    state in every table, so an old order version never brings back its old lines. The watermark
+    moves with the last table, once every table of the records is stored.
     """
     outcomes = {}
     conflicts = []
     held: set[int] = set()
     for table in stream.tables:
         rows = frames[table][~frames[table][RECORD].isin(held)]
-        outcome = ledger.store(table, rows, partition_key=partition_key, run_id=run_id)
+        last = table == stream.tables[-1]
+        outcome = ledger.store(table, rows, partition_key=partition_key, run_id=run_id,
+                               watermark=watermark if last else None)
         outcomes[table] = outcome
 
         positions = rows.drop_duplicates("source_id", keep="last").set_index("source_id")[RECORD]
@@ -195,9 +198,10 @@ def _validate_chunk(stream: Stream, batches: list[SourceBatch], ledger: Ledger, 
 
 
 def _store_chunk(stream: Stream, records: pd.DataFrame, frames: dict[str, pd.DataFrame], ledger: Ledger,
-                 routing: Routing, run: StreamRun, account: str, run_id: str | None, logger) -> None:
+                 routing: Routing, run: StreamRun, account: str, run_id: str | None, logger,
+                 watermark: Watermark | None = None) -> None:
     """Store a validated chunk, then open an exception per version conflict and unmapped reference."""
-    outcomes, conflicts, held = _store(stream, frames, ledger, run.partition_key, run_id)
+    outcomes, conflicts, held = _store(stream, frames, ledger, run.partition_key, run_id, watermark)
     for table, outcome in outcomes.items():
         earlier = run.stored.get(table)
         run.stored[table] = outcome if earlier is None else StoreOutcome(
@@ -231,17 +235,28 @@ def run_stream(stream: Stream, client: SourceClient, ledger: Ledger, routing: Ro
                run_id: str | None = None, max_failure_rate: float = 0.2,
                logger: logging.Logger | dg.DagsterLogManager = log,
                records_per_chunk: int = RECORDS_PER_CHUNK) -> StreamRun:
+    """Import one partition of a stream from a client: land it raw, validate it, store it, open its exceptions."""
+    return run_batches(stream, client.account, lambda: client.extract(stream.name, partition_key), ledger, routing,
+                       partition_key=partition_key, run_id=run_id, max_failure_rate=max_failure_rate, logger=logger,
+                       records_per_chunk=records_per_chunk)
+
+
+def run_batches(stream: Stream, account: str, read: Callable[[], Iterable[SourceBatch]], ledger: Ledger,
+                routing: Routing, *, partition_key: str, run_id: str | None = None, max_failure_rate: float = 0.2,
+                logger: logging.Logger | dg.DagsterLogManager = log, records_per_chunk: int = RECORDS_PER_CHUNK,
+                watermark: Watermark | None = None) -> StreamRun:
     """Import one partition of a stream: land it raw, validate it, store it and open its exceptions.
 
-    A partition larger than one chunk is validated whole before anything is stored, so a partition
-    over the failure maximum stores nothing. Its records are then read and mapped a second time,
-    chunk by chunk, which keeps memory bounded.
+    `read` returns the partition's batches and may be called twice: a partition larger than one
+    chunk is validated whole before anything is stored, so a partition over the failure maximum
+    stores nothing. Its records are then read and mapped a second time, chunk by chunk, which
+    keeps memory bounded. `watermark` is written with the last chunk's rows, never for a blocked
+    partition.
     """
     run = StreamRun(stream=stream, partition_key=partition_key)
-    account = client.account
     where = f"{stream.system}/{stream.name} partition {partition_key}"
 
-    chunks = _chunks(client.extract(stream.name, partition_key), records_per_chunk)
+    chunks = _chunks(read(), records_per_chunk)
     first_records, first_frames = _validate_chunk(stream, next(chunks, []), ledger, routing, run, account,
                                                    run_id, logger)
     run.chunks = 1
@@ -265,14 +280,17 @@ def run_stream(stream: Stream, client: SourceClient, ledger: Ledger, routing: Ro
         return run
 
     if run.chunks == 1:
-        _store_chunk(stream, first_records, first_frames, ledger, routing, run, account, run_id, logger)
+        _store_chunk(stream, first_records, first_frames, ledger, routing, run, account, run_id, logger, watermark)
         return run
 
     context = MapContext(system=stream.system, account=account, partition_key=partition_key)
-    for chunk in _chunks(client.extract(stream.name, partition_key), records_per_chunk):
+    chunks = _chunks(read(), records_per_chunk)
+    chunk = next(chunks, [])
+    while chunk:
+        following = next(chunks, [])
         records = _record_frame(chunk, stream.record_id)
         frames, _ = _normalize_and_validate(stream, records, context, StreamRun(stream, partition_key))
-        _store_chunk(stream, records, frames, ledger, routing, run, account, run_id, logger)
+        _store_chunk(stream, records, frames, ledger, routing, run, account, run_id, logger,
+                     None if following else watermark)
+        chunk = following
     return run
-
-

@@ -18,6 +18,7 @@ IMPORT_DIR_ENV = "MESHLINE_IMPORT_DIR"
 ROUTING_FILE_ENV = "MESHLINE_ROUTING_FILE"
 MAX_FAILURE_RATE_ENV = "MESHLINE_MAX_FAILURE_RATE"
 PARTITIONS_START_ENV = "MESHLINE_PARTITIONS_START"
+LOOKBACK_MINUTES_ENV = "MESHLINE_LOOKBACK_MINUTES"
 
 # First daily partition. Every day after it counts as a partition in the Dagster UI, so set it
 # to the first day you import: a start years back would show thousands of empty days.
@@ -25,6 +26,11 @@ DEFAULT_PARTITIONS_START = "2026-10-01"
 
 # Share of a partition's records that may fail validation before its blocking checks fail.
 DEFAULT_MAX_FAILURE_RATE = 0.2
+
+
+# Minutes before the watermark that an incremental extraction asks for again. APIs index updates
+# a little late, and a record updated just before the last run may appear only now.
+DEFAULT_LOOKBACK_MINUTES = 15
 
 
 def meshline_home() -> Path:
@@ -79,3 +85,16 @@ def partitions_start() -> str:
 
 def bundled_samples_dir() -> Path:
     return Path(str(resources.files("meshline_pipelines") / "data" / "samples"))
+
+
+def lookback_minutes() -> float:
+    raw = os.environ.get(LOOKBACK_MINUTES_ENV)
+    if raw is None:
+        return DEFAULT_LOOKBACK_MINUTES
+    try:
+        minutes = float(raw)
+    except ValueError:
+        raise ValueError(f"{LOOKBACK_MINUTES_ENV}={raw!r} is not a number: set minutes, for example 15") from None
+    if minutes < 0:
+        raise ValueError(f"{LOOKBACK_MINUTES_ENV}={raw!r} is negative: set 0 or more minutes")
+    return minutes

@@ -1,14 +1,18 @@
 """The `meshline` command on the demo week, as an operator runs it."""
 
 import json
+from datetime import datetime, timezone
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 from meshline_pipelines.cli import app
 from meshline_pipelines.generator.findings import found_counts
 from meshline_pipelines.ledger import Ledger
+from meshline_pipelines_tests.loopback import serve
 from meshline_pipelines_tests.snapshots import end_state
+from meshline_pipelines_tests.stripe_mock import StripeDouble, charge
 
 
 @pytest.fixture
@@ -129,3 +133,57 @@ def test_demo_finds_each_planted_case(meshline_home, ledger_url):
     for kind, planted in manifest["defects"].items():
         assert planted["count"] >= 1, kind
         assert found[kind] == planted["count"], kind
+
+
+def _measures(output: str) -> dict[str, str]:
+    """The measure and value columns of the extraction summary table."""
+    cells = [[cell.strip() for cell in line.strip("│ ").split("│")] for line in output.splitlines() if "│" in line]
+    return {row[0]: row[1] for row in cells if len(row) == 2}
+
+
+def test_extract_reads_the_live_api_and_a_second_run_stores_nothing_new(meshline_home, monkeypatch):
+    monkeypatch.setenv("STRIPE_ACCOUNT_ID", "acct_1CLI")
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_double")
+    double = StripeDouble()
+    start = int(datetime(2026, 11, 2, 9, tzinfo=timezone.utc).timestamp())
+    double.objects["charges"] = [charge(f"ch_cli_{n:03d}", start + 90 * n) for n in range(130)]
+    window = ("--since", "2026-11-02", "--until", "2026-11-03T00:00:00Z")
+
+    with serve(double) as base_url:
+        first = _invoke("extract", "stripe", "charges", "--base-url", base_url, *window)
+        second = _invoke("extract", "stripe", "charges", "--base-url", base_url, *window)
+
+    assert "GET /v1/charges page 2: 30 records" in first
+    assert _measures(first)["stored (new or changed)"] == "130"
+    assert _measures(second)["stored (new or changed)"] == "0"
+    assert _measures(second)["unchanged"] == "129"
+    assert _measures(second)["already stored at the watermark"] == "1"
+    assert _measures(second)["watermark after"] == "2026-11-02T12:13:30Z"
+    payments = json.loads(_invoke("records", "payments", "--system", "stripe", "--format", "json"))
+    assert len(payments) == 130
+    assert {row["account"] for row in payments} == {"acct_1CLI"}
+
+
+def test_extract_names_a_missing_credential(meshline_home, monkeypatch):
+    monkeypatch.setenv("STRIPE_ACCOUNT_ID", "acct_1CLI")
+    monkeypatch.delenv("STRIPE_API_KEY", raising=False)
+
+    result = CliRunner().invoke(app, ["extract", "stripe", "charges"])
+
+    assert result.exit_code == 2
+    assert "STRIPE_API_KEY is not set" in result.output
+
+
+def test_extract_reports_an_unreachable_api_and_stores_nothing(meshline_home, monkeypatch, ledger_url):
+    monkeypatch.setenv("STRIPE_ACCOUNT_ID", "acct_1CLI")
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_double")
+    double = StripeDouble()
+    double.answers = [httpx.Response(503, headers={"Retry-After": "0"}) for _ in range(5)]
+
+    with serve(double) as base_url:
+        result = CliRunner().invoke(app, ["extract", "stripe", "charges", "--base-url", base_url,
+                                          "--since", "2026-11-02", "--until", "2026-11-02T00:00:01Z"])
+
+    assert result.exit_code == 1
+    assert "GET /v1/charges failed (HTTP 503)" in result.output and "STRIPE_API_BASE_URL" in result.output
+    assert Ledger.connect(ledger_url).read_watermark("stripe", "acct_1CLI", "charges").cursor is None

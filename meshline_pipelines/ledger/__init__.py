@@ -1,3 +1,3 @@
-from meshline_pipelines.ledger.store import Ledger, StoreOutcome
+from meshline_pipelines.ledger.store import Ledger, StoreOutcome, Watermark
 
-__all__ = ["Ledger", "StoreOutcome"]
+__all__ = ["Ledger", "StoreOutcome", "Watermark"]

@@ -14,13 +14,16 @@ from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from meshline_pipelines import settings
 from meshline_pipelines.canonical.schemas import CANONICAL_MODELS, model_columns
 from meshline_pipelines.ledger import migrate
 from meshline_pipelines.ledger.bulk import copy_and_merge, copy_new_rows, copy_rows
-from meshline_pipelines.ledger.tables import CANONICAL_TABLES, KEY_COLUMNS, audit_events, exceptions, raw_payloads
+from meshline_pipelines.ledger.tables import (
+    CANONICAL_TABLES, KEY_COLUMNS, audit_events, exceptions, raw_payloads, watermarks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,34 @@ class StoreOutcome:
         return {decision: self.count(decision) for decision in (INSERTED, UPDATED, ABSORBED, STALE, CONFLICT)}
 
 
+@dataclass(frozen=True)
+class Watermark:
+    """How far a live stream is stored: its highest cursor value and the record IDs stored at it."""
+
+    system: str
+    account: str
+    stream: str
+    cursor: datetime | None = None
+    ids_at_cursor: frozenset[str] = frozenset()
+
+    def already_stored(self, cursor: datetime | None, record_id: str | None) -> bool:
+        """True for a record read again because it ties with the cursor and was stored by an earlier run."""
+        return cursor is not None and cursor == self.cursor and record_id in self.ids_at_cursor
+
+    def advanced(self, cursors: pd.Series, record_ids: pd.Series) -> "Watermark":
+        """Return the watermark after storing records with these cursors and IDs; ties with the new cursor keep their IDs."""
+        known = cursors.notna()
+        if not known.any():
+            return self
+        highest = cursors[known].max().to_pydatetime()
+        if self.cursor is not None and highest < self.cursor:
+            return self
+        at_highest = set(record_ids[known & (cursors == highest)].dropna().astype(str))
+        if highest == self.cursor:
+            at_highest |= self.ids_at_cursor
+        return Watermark(self.system, self.account, self.stream, highest, frozenset(at_highest))
+
+
 class Ledger:
     """The ledger on one database. On PostgreSQL, canonical upserts take the COPY bulk path unless
     `bulk_copy` is False; elsewhere they go through SQLAlchemy statements."""
@@ -145,14 +176,18 @@ class Ledger:
 
     # Canonical tables
 
-    def store(self, table_name: str, frame: pd.DataFrame, *, partition_key: str, run_id: str | None) -> StoreOutcome:
-        """Upsert canonical rows by version.
+    def store(self, table_name: str, frame: pd.DataFrame, *, partition_key: str, run_id: str | None,
+              watermark: Watermark | None = None) -> StoreOutcome:
+        """Upsert canonical rows by version, and move `watermark` in the same transaction.
 
         Same content as stored: absorbed. Older version than stored: stale, never overwrites.
         Same version, other content: conflict, the stored row stays. Newer version, or a content-hash
         version that differs: updated.
         """
         if frame.empty:
+            if watermark is not None:
+                with self.engine.begin() as connection:
+                    self._write_watermark(connection, watermark, run_id)
             return StoreOutcome()
         table = CANONICAL_TABLES[table_name]
         columns = model_columns(CANONICAL_MODELS[table_name])
@@ -165,6 +200,8 @@ class Ledger:
         # one fails and its partition is replayed. The run queue's per-connector limit avoids that.
         writes = incoming.assign(partition_key=partition_key, run_id=run_id, loaded_at=utc_now())
         with self.engine.begin() as connection:
+            if watermark is not None:
+                self._write_watermark(connection, watermark, run_id)
             if self.bulk_copy:
                 decisions = copy_and_merge(connection, table, writes)
                 return StoreOutcome(decisions=decisions.astype({"decision": "string"}))
@@ -202,6 +239,32 @@ class Ledger:
             for row in _python_rows(updates)
         ]
         connection.execute(statement, rows)
+
+    # Watermarks
+
+    def read_watermark(self, system: str, account: str, stream: str) -> Watermark:
+        query = sa.select(watermarks.c.cursor_value, watermarks.c.ids_at_cursor).where(
+            watermarks.c.system == system, watermarks.c.account == account, watermarks.c.stream == stream)
+        with self.engine.connect() as connection:
+            row = connection.execute(query).first()
+        if row is None:
+            return Watermark(system, account, stream)
+        cursor = pd.Timestamp(row.cursor_value)
+        cursor = cursor.tz_localize("UTC") if cursor.tzinfo is None else cursor.tz_convert("UTC")
+        return Watermark(system, account, stream, cursor.to_pydatetime(), frozenset(json.loads(row.ids_at_cursor)))
+
+    def _write_watermark(self, connection: sa.Connection, watermark: Watermark, run_id: str | None) -> None:
+        values = {
+            "system": watermark.system, "account": watermark.account, "stream": watermark.stream,
+            "cursor_value": watermark.cursor, "ids_at_cursor": json.dumps(sorted(watermark.ids_at_cursor)),
+            "updated_at": utc_now(), "run_id": run_id,
+        }
+        insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+        statement = insert(watermarks).values(values)
+        connection.execute(statement.on_conflict_do_update(
+            index_elements=["system", "account", "stream"],
+            set_={column: statement.excluded[column] for column in ("cursor_value", "ids_at_cursor", "updated_at", "run_id")},
+        ))
 
     def has_rows(self, table_name: str, system: str, account: str) -> bool:
         table = CANONICAL_TABLES[table_name]

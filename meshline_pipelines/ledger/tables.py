@@ -114,3 +114,18 @@ audit_events = sa.Table(
     sa.Column("details", sa.Text(), nullable=True),
     sa.Index(None, "system", "record_id"),
 )
+
+# The highest cursor value of a live stream whose records are all stored, and the IDs stored at
+# exactly that value: the next run asks from the cursor again, so records that tie with it are
+# read again and the IDs tell which of them are already stored.
+watermarks = sa.Table(
+    "watermarks",
+    metadata,
+    sa.Column("system", sa.Text(), primary_key=True),
+    sa.Column("account", sa.Text(), primary_key=True),
+    sa.Column("stream", sa.Text(), primary_key=True),
+    sa.Column("cursor_value", UtcDateTime, nullable=False),
+    sa.Column("ids_at_cursor", sa.Text(), nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("run_id", sa.Text(), nullable=True),
+)
