@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import typer
+from dotenv import load_dotenv
 from rich.console import Console
 from rich.table import Table
 
@@ -22,10 +23,20 @@ app = typer.Typer(help="MeshLine: normalized, validated and owned ecommerce reco
 exceptions_app = typer.Typer(help="The exception queue: every problem with an owner and a due time.",
                              no_args_is_help=True)
 app.add_typer(exceptions_app, name="exceptions")
+
+
 console = Console()
 if not console.is_terminal:
     # Piped output has no width to fit; keep table rows on one line instead of 80 columns.
     console = Console(width=200)
+
+
+@app.callback()
+def _load_dotenv() -> None:
+    # `dagster dev` reads .env from the working directory; the command line reads the same file,
+    # and variables already set in the environment win.
+    load_dotenv(Path.cwd() / ".env", override=False)
+
 
 # Columns the table view shows per entity; `--format json` shows every column.
 TABLE_COLUMNS = {

@@ -1,6 +1,7 @@
 """The `meshline` command on the demo week, as an operator runs it."""
 
 import json
+import os
 from datetime import datetime, timezone
 
 import httpx
@@ -21,6 +22,7 @@ def meshline_home(tmp_path, monkeypatch, ledger_url):
     monkeypatch.setenv("MESHLINE_DATABASE_URL", ledger_url)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     monkeypatch.delenv("MESHLINE_IMPORT_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
     return tmp_path / ".meshline"
 
 
@@ -187,3 +189,20 @@ def test_extract_reports_an_unreachable_api_and_stores_nothing(meshline_home, mo
     assert result.exit_code == 1
     assert "GET /v1/charges failed (HTTP 503)" in result.output and "STRIPE_API_BASE_URL" in result.output
     assert Ledger.connect(ledger_url).read_watermark("stripe", "acct_1CLI", "charges").cursor is None
+
+
+def test_extract_reads_credentials_from_dotenv(meshline_home, monkeypatch, tmp_path):
+    # The command loads .env into the process environment; a copy keeps that from leaking into other tests.
+    monkeypatch.setattr(os, "environ", os.environ.copy())
+    for name in ("STRIPE_ACCOUNT_ID", "STRIPE_API_KEY"):
+        os.environ.pop(name, None)
+    double = StripeDouble()
+    double.objects["charges"] = [charge("ch_env_1", int(datetime(2026, 11, 2, 9, tzinfo=timezone.utc).timestamp()))]
+
+    with serve(double) as base_url:
+        (tmp_path / ".env").write_text(f"STRIPE_ACCOUNT_ID=acct_1DOTENV\nSTRIPE_API_KEY=sk_test_double\n"
+                                       f"STRIPE_API_BASE_URL={base_url}\n")
+        output = _invoke("extract", "stripe", "charges", "--since", "2026-11-02", "--until", "2026-11-03")
+
+    assert _measures(output)["stored (new or changed)"] == "1"
+    assert "acct_1DOTENV" in output

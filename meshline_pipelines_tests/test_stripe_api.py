@@ -2,15 +2,20 @@
 
 from datetime import datetime, timedelta, timezone
 
+import dagster as dg
 import httpx
 import pytest
 
+from meshline_pipelines.clients import SettingError, source_clients
+from meshline_pipelines.definitions import MAIN_JOB, build_definitions
 from meshline_pipelines.extract import extract_stream
 from meshline_pipelines.ledger import Ledger
+from meshline_pipelines.resources import LedgerResource, RoutingResource
 from meshline_pipelines.sources.http import ApiAuthError, ApiResponseError
 from meshline_pipelines.sources.live import Window
 from meshline_pipelines.stripe.api import StripeApiClient
-from meshline_pipelines_tests.helpers import stream
+from meshline_pipelines_tests.helpers import clients, stream
+from meshline_pipelines_tests.loopback import serve
 from meshline_pipelines_tests.stripe_mock import StripeDouble, charge
 
 NOV_2 = int(datetime(2026, 11, 2, tzinfo=timezone.utc).timestamp())
@@ -191,3 +196,43 @@ def test_blocked_day_holds_watermark(ledger, routing):
     assert ledger.read_watermark("stripe", "acct_1TEST", "charges").cursor == datetime.fromtimestamp(
         NOV_2 + 4, timezone.utc)
     assert len(stored_charge_ids(ledger)) == 5
+
+
+def test_dagster_partition_reads_the_live_api(ledger_url, import_dir):
+    double = StripeDouble()
+    double.objects["charges"] = [charge(f"ch_day_{n}", NOV_2 + 600 * n) for n in range(6)]
+    double.objects["charges"].append(charge("ch_next_day", NOV_3 + 5))
+
+    # Dagster builds resources again from their configuration, so the API double is a real loopback server.
+    with serve(double) as base_url, dg.instance_for_test() as instance:
+        live = StripeApiClient(account_id="acct_1TEST", api_key="sk_test_double", base_url=base_url)
+        definitions = build_definitions({**clients(import_dir), "stripe": live,
+                                         "ledger": LedgerResource(database_url=ledger_url), "routing": RoutingResource()})
+        result = definitions.resolve_job_def(MAIN_JOB).execute_in_process(
+            partition_key="2026-11-02", instance=instance, asset_selection=[dg.AssetKey(["stripe", "charges"])])
+
+    assert result.success
+    ledger = Ledger.connect(ledger_url)
+    assert stored_charge_ids(ledger) == [f"ch_day_{n}" for n in range(6)]
+    assert set(ledger.read_table("payments")["partition_key"]) == {"2026-11-02"}
+    ledger.dispose()
+
+
+def test_api_mode_builds_the_live_client_with_secrets_as_env_vars(monkeypatch):
+    monkeypatch.setenv("STRIPE_MODE", "api")
+    monkeypatch.setenv("STRIPE_ACCOUNT_ID", "acct_1MODE")
+    monkeypatch.delenv("STRIPE_API_KEY", raising=False)
+
+    built = source_clients()
+
+    assert isinstance(built["stripe"], StripeApiClient)
+    assert built["stripe"].api_key == dg.EnvVar("STRIPE_API_KEY")
+    assert built["stripe"].base_url == "https://api.stripe.com"
+    assert not isinstance(built["shopify"], StripeApiClient)
+
+
+def test_unknown_mode_names_the_setting(monkeypatch):
+    monkeypatch.setenv("STRIPE_MODE", "live")
+
+    with pytest.raises(SettingError, match="STRIPE_MODE='live' is not a mode"):
+        source_clients()

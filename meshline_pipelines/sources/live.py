@@ -93,7 +93,11 @@ class LiveClient(SourceClient):
     _session: ApiSession | None = PrivateAttr(default=None)
 
     def with_transport(self, transport: httpx.BaseTransport, sleep=None) -> "LiveClient":
-        """Send every request through `transport` and wait with `sleep`; tests serve recorded responses this way."""
+        """Send every request through `transport` and wait with `sleep`; tests serve recorded responses this way.
+
+        NOTE: Dagster builds resources again from their configuration, which drops the transport;
+        inside Dagster, point `base_url` at a server instead.
+        """
         self._transport = transport
         self._sleep = sleep
         self._session = None

@@ -1,0 +1,57 @@
+"""Source clients from the environment: file mode by default, live clients in API mode."""
+
+import dagster as dg
+import pytest
+
+from meshline_pipelines.clients import SettingError, live_client, source_clients
+from meshline_pipelines.shopify.api import ShopifyRestClient
+from meshline_pipelines.shopify.client import ShopifyFileClient
+
+
+def test_file_mode_is_the_default(monkeypatch):
+    for name in ("SHOPIFY_MODE", "AMAZON_MODE", "STRIPE_MODE", "SHOPIFY_SHOP"):
+        monkeypatch.delenv(name, raising=False)
+
+    built = source_clients()
+
+    assert isinstance(built["shopify"], ShopifyFileClient)
+    assert built["shopify"].shop == "jsmith.myshopify.com"
+
+
+def test_shopify_api_mode_defaults_base_url(monkeypatch):
+    monkeypatch.setenv("SHOPIFY_MODE", "api")
+    monkeypatch.setenv("SHOPIFY_SHOP", "acme-outdoor.myshopify.com")
+    monkeypatch.delenv("SHOPIFY_API_BASE_URL", raising=False)
+    monkeypatch.delenv("SHOPIFY_API", raising=False)
+
+    shopify = source_clients()["shopify"]
+
+    assert isinstance(shopify, ShopifyRestClient)
+    assert shopify.base_url == "https://acme-outdoor.myshopify.com"
+    assert shopify.access_token == dg.EnvVar("SHOPIFY_ACCESS_TOKEN")
+
+
+def test_base_url_option_overrides_the_setting(monkeypatch):
+    monkeypatch.setenv("SHOPIFY_SHOP", "acme-outdoor.myshopify.com")
+    monkeypatch.setenv("SHOPIFY_ACCESS_TOKEN", "shpat_test")
+    monkeypatch.setenv("SHOPIFY_API_BASE_URL", "https://proxy.internal")
+
+    assert live_client("shopify").base_url == "https://proxy.internal"
+    assert live_client("shopify", base_url="http://127.0.0.1:8080").base_url == "http://127.0.0.1:8080"
+
+
+def test_api_mode_without_the_account_names_the_setting(monkeypatch):
+    monkeypatch.setenv("SHOPIFY_MODE", "api")
+    monkeypatch.delenv("SHOPIFY_SHOP", raising=False)
+
+    with pytest.raises(SettingError, match="SHOPIFY_SHOP is not set"):
+        source_clients()
+
+
+def test_graphql_is_not_offered_yet(monkeypatch):
+    monkeypatch.setenv("SHOPIFY_SHOP", "acme-outdoor.myshopify.com")
+    monkeypatch.setenv("SHOPIFY_ACCESS_TOKEN", "shpat_test")
+    monkeypatch.setenv("SHOPIFY_API", "graphql")
+
+    with pytest.raises(SettingError, match="SHOPIFY_API=rest"):
+        live_client("shopify")
