@@ -32,6 +32,8 @@ def _materialize_metadata(run: StreamRun) -> dict:
     }
     for table, outcome in run.stored.items():
         metadata[f"{table}_stored"] = dg.MetadataValue.json(outcome.counts())
+    if run.new_fields:
+        metadata["new_source_fields"] = dg.MetadataValue.json(dict(sorted(run.new_fields.items())))
     if run.unreadable_files:
         metadata["unreadable_files"] = dg.MetadataValue.json(run.unreadable_files)
     return metadata

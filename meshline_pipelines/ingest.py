@@ -9,6 +9,7 @@ import dagster as dg
 import pandas as pd
 
 from meshline_pipelines.checks import CheckOutcome
+from meshline_pipelines.drift import new_fields
 from meshline_pipelines.ledger import Ledger, StoreOutcome, Watermark
 from meshline_pipelines.ledger.store import CONFLICT, STALE, content_hash, utc_now
 from meshline_pipelines.normalize import ISSUE_COLUMNS, RECORD, MapContext, Normalized, empty_table, record_hashes
@@ -41,6 +42,7 @@ class StreamRun:
     stored: dict[str, StoreOutcome] = field(default_factory=dict)
     failed_by_table: dict[str, int] = field(default_factory=dict)
     redelivered: int = 0
+    new_fields: dict[str, int] = field(default_factory=dict)  # top-level fields outside the documented shape
     chunks: int = 0
     exceptions: dict[str, int] = field(default_factory=dict)
     quarantined: bool = False
@@ -176,6 +178,8 @@ def _validate_chunk(stream: Stream, batches: list[SourceBatch], ledger: Ledger, 
 
     records = _record_frame(batches, stream.record_id)
     run.records += len(records)
+    for name, count in new_fields(stream.system, stream.name, records["payload"]).items():
+        run.new_fields[name] = run.new_fields.get(name, 0) + count
     run.raw_landed += ledger.land_raw(_raw_rows(stream, account, run.partition_key, records, unreadable))
 
     context = MapContext(system=stream.system, account=account, partition_key=run.partition_key)
@@ -273,6 +277,10 @@ def run_batches(stream: Stream, account: str, read: Callable[[], Iterable[Source
         )
         for rule, count in sorted(run.failed_rules.get(table, {}).items()):
             logger.warning(f"{where}: {count} {'record' if count == 1 else 'records'} failed {rule}")
+    if run.new_fields:
+        fields = ", ".join(f"{name} ({count})" for name, count in sorted(run.new_fields.items()))
+        logger.warning(f"{where}: records carry fields the documented {stream.system} shape does not have; "
+                       f"they are kept in `extra`: {fields}")
     run.quarantined = any(outcome.blocks for outcome in run.checks.values())
     if run.quarantined:
         logger.error(f"{where}: {run.failed_records} of {run.records} records failed validation, "

@@ -187,3 +187,31 @@ def test_report_in_latin_1_is_read(ledger, routing, import_dir):
     level = ledger.read_table("inventory_levels").iloc[0]
     assert level["sku"] == "caf\u00e9-mug"
     assert level["available"] == 7
+
+
+def test_new_and_moved_fields_load_and_are_reported_once(ledger, routing, import_dir):
+    added = [_order(order_id, loyalty_tier="gold", channel_info={"channel": "pos"}) for order_id in range(3001, 3004)]
+    moved = _order(3004)
+    moved["current_total_price_set_v2"] = moved.pop("total_price_set")
+    _drop_orders(import_dir, [*added, moved, _order(3005)])
+
+    result = run("shopify", "orders", import_dir, ledger, routing)
+
+    assert result.new_fields == {"loyalty_tier": 3, "channel_info": 3, "current_total_price_set_v2": 1}
+    orders = ledger.read_table("orders").set_index("source_id")
+    assert sorted(orders.index) == ["3001", "3002", "3003", "3005"]
+    assert json.loads(orders.loc["3001", "extra"])["loyalty_tier"] == "gold"
+    missing = ledger.read_exceptions()
+    assert set(missing["record_id"]) == {"3004"}
+    assert set(missing["kind"]) == {"missing_field"}
+
+
+def test_documented_amazon_fields_are_not_drift(ledger, routing, import_dir):
+    order = sample_json("amazon", "orders-getOrder.json")["payload"]
+    order.update(IsISPU=False, EarliestShipDate="2026-11-24T08:00:00Z", OrderType="StandardOrder")
+    drop_file(import_dir, "amazon", "orders-getOrder.json", content=json.dumps({"payload": order}).encode())
+
+    result = run("amazon", "orders", import_dir, ledger, routing)
+
+    assert result.new_fields == {}
+    assert result.records == 1

@@ -12,6 +12,25 @@ SETTLEMENT_COLUMNS = ("settlement-id", "total-amount", "currency", "transaction-
 FBA_INVENTORY_COLUMNS = ("seller-sku", "fulfillment-channel-sku", "Warehouse-Condition-code", "Quantity Available")
 
 
+# Top-level fields of the Orders API v0 `Order` and `OrderItemsList` models. The bundled samples
+# show only some of them, and a field listed here is not schema drift.
+DOCUMENTED_FIELDS = {
+    "orders": frozenset({
+        "AmazonOrderId", "AutomatedShippingSettings", "BuyerInfo", "BuyerInvoicePreference", "BuyerTaxInformation",
+        "CbaDisplayableShippingLabel", "DefaultShipFromLocationAddress", "EarliestDeliveryDate", "EarliestShipDate",
+        "EasyShipShipmentStatus", "ElectronicInvoiceStatus", "FulfillmentChannel", "FulfillmentInstruction",
+        "HasRegulatedItems", "IsAccessPointOrder", "IsBusinessOrder", "IsEstimatedShipDateSet",
+        "IsGlobalExpressEnabled", "IsIBA", "IsISPU", "IsPremiumOrder", "IsPrime", "IsReplacementOrder", "IsSoldByAB",
+        "LastUpdateDate", "LatestDeliveryDate", "LatestShipDate", "MarketplaceId", "MarketplaceTaxInfo",
+        "NumberOfItemsShipped", "NumberOfItemsUnshipped", "OrderChannel", "OrderStatus", "OrderTotal", "OrderType",
+        "PaymentExecutionDetail", "PaymentMethod", "PaymentMethodDetails", "PromiseResponseDueDate", "PurchaseDate",
+        "ReplacedOrderId", "SalesChannel", "SellerDisplayName", "SellerOrderId", "ShipServiceLevel",
+        "ShipmentServiceLevelCategory", "ShippingAddress",
+    }),
+    "order_items": frozenset({"AmazonOrderId", "NextToken", "OrderItems"}),
+}
+
+
 class AmazonFileClient(FileSnapshotClient):
     """SP-API getOrders, getOrder and getOrderItems bodies, and settlement and FBA inventory reports.
 
@@ -22,6 +41,7 @@ class AmazonFileClient(FileSnapshotClient):
     marketplace_id: str = Field(description="The marketplace the client reads, e.g. ATVPDKIKX0DER for amazon.com.")
 
     system: ClassVar[str] = "amazon"
+    documented_fields: ClassVar[dict[str, frozenset[str]]] = DOCUMENTED_FIELDS
     files: ClassVar[dict[str, list[FilePattern]]] = {
         "orders": [
             FilePattern("orders-getOrders*.json", json_list_at("payload", "Orders")),

@@ -179,6 +179,8 @@ class FileSnapshotClient(SourceClient):
 
     system: ClassVar[str]
     files: ClassVar[dict[str, list[FilePattern]]]
+    # Top-level fields the API documents per stream, beyond those the bundled samples show.
+    documented_fields: ClassVar[dict[str, frozenset[str]]] = {}
 
     def patterns(self, stream: str) -> list[FilePattern]:
         try:
