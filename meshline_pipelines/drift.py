@@ -1,9 +1,10 @@
 """Schema drift: top-level source fields that the documented shape of a stream does not have.
 
 The documented shape of a stream is the set of top-level fields in the bundled real-format
-samples of that stream, plus those its file client lists from the API's model. A payload with a field outside it still loads (the field is kept in the
-row's `extra` column); the field is counted once per run and shown in the asset's metadata, so
-a source that added or moved a field is noticed before a mapping depends on it.
+samples of that stream, plus those its file client lists from the API's model. A payload with a
+field outside it still loads, and the field is kept in the row's `extra` column. Each such field
+is counted once per run and shown in the asset's metadata, so a source that added or moved a
+field is noticed before a mapping depends on it.
 """
 
 from collections import Counter
