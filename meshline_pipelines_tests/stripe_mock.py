@@ -1,8 +1,8 @@
 """A Stripe API double for tests: list endpoints in Stripe's wire format, paged as Stripe pages them.
 
-Objects are copies of the bundled real Stripe objects with new IDs and creation times. Lists come
-newest first, filtered by `created[gte]` and `created[lt]`, cut at `limit`, and continued after
-`starting_after`; objects created in the same second keep a stable order, as Stripe's do.
+Objects are copies of the bundled real Stripe objects with new IDs and creation times. Lists
+come newest first, filtered by `created[gte]` and `created[lt]`, cut at `limit` and continued
+after `starting_after`. Objects created in the same second keep a stable order, as Stripe's do.
 """
 
 import copy
@@ -26,6 +26,12 @@ def sample_object(stream: str) -> dict:
     return json.loads((SAMPLES / f"{stream}.json").read_text())["data"][0]
 
 
+def refund(refund_id: str, created: int, *, charge_id: str = "ch_1", amount: int = 500, status: str = "pending") -> dict:
+    body = copy.deepcopy(sample_object("refunds"))
+    body.update(id=refund_id, created=created, amount=amount, charge=charge_id, status=status, currency="usd")
+    return body
+
+
 def charge(charge_id: str, created: int, *, amount: int = 1999, currency: str = "usd") -> dict:
     body = copy.deepcopy(sample_object("charges"))
     body.update(id=charge_id, created=created, amount=amount, amount_captured=amount, currency=currency,
@@ -34,10 +40,11 @@ def charge(charge_id: str, created: int, *, amount: int = 1999, currency: str = 
 
 
 class StripeDouble:
-    """Serves the objects in `self.objects[stream]`; `answers` are served first, one per request."""
+    """A Stripe API double serving `objects` and `events`. Scripted `answers` come first, one per request."""
 
     def __init__(self):
         self.objects: dict[str, list[dict]] = {stream: [] for stream in LIST_PATHS.values()}
+        self.events: list[dict] = []
         self.requests: list[httpx.Request] = []
         self.answers: list[httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]] = []
 
@@ -51,17 +58,39 @@ class StripeDouble:
         if request.headers.get("Authorization") != "Bearer sk_test_double":
             return httpx.Response(401, json={"error": {"type": "invalid_request_error",
                                                        "message": "Invalid API Key provided: sk_test_****"}})
-        stream = LIST_PATHS.get(request.url.path)
-        if stream is None:
-            return httpx.Response(404, json={"error": {"type": "invalid_request_error",
-                                                       "message": f"Unrecognized request URL (GET: {request.url.path})"}})
-        return httpx.Response(200, json=self._list(stream, request.url.params))
+        path = request.url.path
+        if path == "/v1/events":
+            return httpx.Response(200, json=self._events(request.url.params))
+        if path in LIST_PATHS:
+            return httpx.Response(200, json=self._list(LIST_PATHS[path], request.url.params))
+        parent, _, object_id = path.rpartition("/")
+        found = [obj for obj in self.objects.get(LIST_PATHS.get(parent, ""), []) if obj["id"] == object_id]
+        if found:
+            return httpx.Response(200, json=found[0])
+        return httpx.Response(404, json={"error": {"type": "invalid_request_error",
+                                                   "message": f"Unrecognized request URL (GET: {path})"}})
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self)
 
+    def update(self, stream: str, object_id: str, event_type: str, created: int, **changes) -> None:
+        """Change a stored object and record the event Stripe would send for the change."""
+        changed = next(obj for obj in self.objects[stream] if obj["id"] == object_id)
+        changed.update(changes)
+        self.events.append({"id": f"evt_{len(self.events) + 1:04d}", "object": "event", "type": event_type,
+                            "created": created, "data": {"object": copy.deepcopy(changed)}})
+
+    def _events(self, params: httpx.QueryParams) -> dict:
+        types = params.get_list("types[]")
+        chosen = [event for event in self.events if not types or event["type"] in types]
+        return self._page(chosen, params, "/v1/events")
+
     def _list(self, stream: str, params: httpx.QueryParams) -> dict:
-        found = sorted(self.objects[stream], key=lambda obj: (-obj["created"], obj["id"]))
+        path = next(path for path, name in LIST_PATHS.items() if name == stream)
+        return self._page(self.objects[stream], params, path)
+
+    def _page(self, objects: list[dict], params: httpx.QueryParams, path: str) -> dict:
+        found = sorted(objects, key=lambda obj: (-obj["created"], obj["id"]))
         if "created[gte]" in params:
             found = [obj for obj in found if obj["created"] >= int(params["created[gte]"])]
         if "created[lt]" in params:
@@ -70,5 +99,4 @@ class StripeDouble:
             position = [obj["id"] for obj in found].index(params["starting_after"])
             found = found[position + 1:]
         limit = int(params.get("limit", 10))
-        path = next(path for path, name in LIST_PATHS.items() if name == stream)
         return {"object": "list", "data": found[:limit], "has_more": len(found) > limit, "url": path}

@@ -3,6 +3,7 @@
 import dagster as dg
 import pytest
 
+from meshline_pipelines.amazon.api import AmazonSpApiClient
 from meshline_pipelines.clients import SettingError, live_client, source_clients
 from meshline_pipelines.shopify.api import ShopifyRestClient
 from meshline_pipelines.shopify.client import ShopifyFileClient
@@ -55,3 +56,18 @@ def test_graphql_is_not_offered_yet(monkeypatch):
 
     with pytest.raises(SettingError, match="SHOPIFY_API=rest"):
         live_client("shopify")
+
+
+def test_amazon_api_mode_uses_lwa_settings(monkeypatch):
+    monkeypatch.setenv("AMAZON_MODE", "api")
+    monkeypatch.setenv("AMAZON_SELLER_ID", "A3SELLER")
+    monkeypatch.setenv("AMAZON_MARKETPLACE_ID", "A1PA6795UKMFR9")
+    monkeypatch.setenv("AMAZON_SP_API_BASE_URL", "https://sellingpartnerapi-eu.amazon.com")
+
+    amazon = source_clients()["amazon"]
+
+    assert isinstance(amazon, AmazonSpApiClient)
+    assert amazon.account == "A3SELLER/A1PA6795UKMFR9"
+    assert amazon.base_url == "https://sellingpartnerapi-eu.amazon.com"
+    assert amazon.refresh_token == dg.EnvVar("AMAZON_REFRESH_TOKEN")
+    assert amazon.lwa_token_url == "https://api.amazon.com/auth/o2/token"

@@ -16,7 +16,7 @@ from meshline_pipelines.sources.live import Window
 from meshline_pipelines.stripe.api import StripeApiClient
 from meshline_pipelines_tests.helpers import clients, stream
 from meshline_pipelines_tests.loopback import serve
-from meshline_pipelines_tests.stripe_mock import StripeDouble, charge
+from meshline_pipelines_tests.stripe_mock import StripeDouble, charge, refund
 
 NOV_2 = int(datetime(2026, 11, 2, tzinfo=timezone.utc).timestamp())
 NOV_3 = int(datetime(2026, 11, 3, tzinfo=timezone.utc).timestamp())
@@ -236,3 +236,25 @@ def test_unknown_mode_names_the_setting(monkeypatch):
 
     with pytest.raises(SettingError, match="STRIPE_MODE='live' is not a mode"):
         source_clients()
+
+
+def test_refund_updated_later_is_stored_in_its_update_day(ledger, routing):
+    double = StripeDouble()
+    double.objects["refunds"] = [refund("re_old", NOV_2 - 3600, status="pending"),
+                                 refund("re_new", NOV_2 + 60, status="succeeded")]
+    # The older refund succeeds on Nov 2; an earlier event of the same refund is superseded.
+    double.update("refunds", "re_old", "refund.updated", NOV_2 + 100, status="requires_action")
+    double.update("refunds", "re_old", "refund.updated", NOV_2 + 7200, status="succeeded")
+
+    batches = list(client(double).fetch("refunds", Window.for_day("2026-11-02")))
+    extraction = extract_stream(stream("stripe", "refunds"), client(double), ledger, routing,
+                                since=datetime.fromtimestamp(NOV_2, timezone.utc),
+                                until=datetime.fromtimestamp(NOV_3, timezone.utc), lookback=timedelta(0))
+
+    fetched = [record["id"] for batch in batches for record in batch.records]
+    assert sorted(fetched) == ["re_new", "re_old"]
+    assert sum(request.url.path == "/v1/refunds/re_old" for request in double.requests) == 2
+    refunds = ledger.read_table("refunds").set_index("source_id")
+    assert refunds.loc["re_old", "status"] == "succeeded"
+    assert refunds.loc["re_old", "partition_key"] == "2026-11-02"
+    assert extraction.watermark_after.cursor == datetime.fromtimestamp(NOV_2 + 7200, timezone.utc)

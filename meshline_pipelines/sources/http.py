@@ -132,8 +132,12 @@ class ApiSession:
 
     def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                 json: Any = None, data: Mapping[str, str] | None = None,
-                headers: Mapping[str, str] | None = None) -> httpx.Response:
-        """Send one request and return its 2xx response, retrying the failures the API marks as temporary."""
+                headers: Mapping[str, str] | None = None, min_wait_on_429: float = 0.0) -> httpx.Response:
+        """Send one request and return its 2xx response, retrying the failures the API marks as temporary.
+
+        `min_wait_on_429` is the shortest wait after a 429 without `Retry-After`, for APIs whose
+        documented rate is slower than the backoff.
+        """
         endpoint = httpx.URL(path).path or path
         attempt = 0
         while True:
@@ -165,6 +169,8 @@ class ApiSession:
                 wait = retry_after_seconds(response)
                 if wait is None:
                     wait = self.retry.backoff(attempt)
+                    if response.status_code == 429:
+                        wait = max(wait, min_wait_on_429)
                 self._wait_or_raise(method, endpoint, attempt, response.status_code,
                                     _reason(response), wait, None)
                 continue

@@ -1,8 +1,10 @@
 """The Stripe API client: list endpoints paged with `has_more` and `starting_after`.
 
 Stripe lists newest first and filters by `created` in Unix seconds. Its objects have no update
-time, so `created` is the cursor; a refund or payout that changes status later is read again
-inside the look-back window, or by replaying its partition.
+time. A window therefore reads the objects created in it, then the events of the window that
+changed older objects, such as a refund that failed or a payout that was paid. Each such object
+is requested as it is now. An object's cursor is its latest update event's time, else its
+creation time.
 """
 
 from collections.abc import Iterator
@@ -10,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from meshline_pipelines.sources.base import SourceBatch
 from meshline_pipelines.sources.live import LiveClient, Window, parse_cursor, unix_seconds_ceil, unix_seconds_floor
@@ -20,6 +22,15 @@ ENDPOINTS = {
     "refunds": "/v1/refunds",
     "payouts": "/v1/payouts",
     "balance_transactions": "/v1/balance_transactions",
+}
+
+
+# Events that mean an object created earlier has changed. Balance transactions never change.
+# NOTE: Stripe keeps events for 30 days, so a window older than that finds no later changes.
+UPDATE_EVENTS = {
+    "charges": ("charge.captured", "charge.expired", "charge.refunded", "charge.updated"),
+    "refunds": ("refund.updated", "refund.failed", "charge.refund.updated"),
+    "payouts": ("payout.updated", "payout.paid", "payout.failed", "payout.canceled"),
 }
 
 
@@ -47,6 +58,9 @@ class StripeApiClient(LiveClient):
     credential_settings: ClassVar[tuple[str, ...]] = ("STRIPE_API_KEY",)
     streams: ClassVar[tuple[str, ...]] = tuple(ENDPOINTS)
 
+    # Object ID to the time of its latest update event in the last window read.
+    _updated_at: dict[str, datetime] = PrivateAttr(default_factory=dict)
+
     @property
     def account(self) -> str:
         return self.account_id
@@ -60,30 +74,69 @@ class StripeApiClient(LiveClient):
         return {"headers": headers, "should_retry": stripe_should_retry}
 
     def cursor(self, stream: str, payload: Any) -> datetime | None:
-        return parse_cursor(payload.get("created")) if isinstance(payload, dict) else None
+        """Return when the object was last seen changing: its update event's time, else its creation time."""
+        if not isinstance(payload, dict):
+            return None
+        updated = self._updated_at.get(str(payload.get("id")))
+        return updated or parse_cursor(payload.get("created"))
 
     def pages(self, stream: str, window: Window) -> Iterator[SourceBatch]:
+        self._updated_at = {}
+        created_filter = {"created[gte]": unix_seconds_floor(window.since),
+                          "created[lt]": unix_seconds_ceil(window.until)}
+        endpoint = ENDPOINTS[stream]
+
+        listed: set[str] = set()
+        for page, records in self._list_pages(endpoint, created_filter):
+            listed.update(str(record.get("id")) for record in records if isinstance(record, dict))
+            yield SourceBatch(origin=f"GET {endpoint} page {page}", records=records,
+                              fetched_at=datetime.now(timezone.utc))
+
+        if stream in UPDATE_EVENTS:
+            yield from self._updated_pages(stream, created_filter, listed)
+
+    def _updated_pages(self, stream: str, created_filter: dict[str, int], listed: set[str]) -> Iterator[SourceBatch]:
+        """Yield the current state of older objects whose update events fall in the window.
+
+        An event carries the object as it was then, and a later event may have changed it again,
+        so each object is requested once, as it is now.
+        """
         session = self.session()
         endpoint = ENDPOINTS[stream]
-        params: dict[str, Any] = {
-            "created[gte]": unix_seconds_floor(window.since),
-            "created[lt]": unix_seconds_ceil(window.until),
-            "limit": self.page_size,
-        }
+        params = {**created_filter, "types[]": list(UPDATE_EVENTS[stream])}
+        for _, events in self._list_pages("/v1/events", params):
+            for event in events:
+                changed = event.get("data", {}).get("object", {}) if isinstance(event, dict) else {}
+                object_id = changed.get("id") if isinstance(changed, dict) else None
+                moment = parse_cursor(event.get("created")) if isinstance(event, dict) else None
+                if not object_id or moment is None or object_id in listed:
+                    continue
+                if object_id in self._updated_at:
+                    # Events come newest first; the first one seen is the object's last change.
+                    continue
+                self._updated_at[object_id] = moment
 
+                response = session.request("GET", f"{endpoint}/{object_id}")
+                current = session.read_json(response, "GET")
+                if not isinstance(current, dict) or current.get("id") != object_id:
+                    raise session.malformed("GET", response, f"expected the object {object_id}")
+                yield SourceBatch(origin=f"GET {endpoint}/{object_id} after event {event.get('id')}",
+                                  records=[current], fetched_at=datetime.now(timezone.utc))
+
+    def _list_pages(self, endpoint: str, filters: dict[str, Any]) -> Iterator[tuple[int, list[Any]]]:
+        session = self.session()
+        params: dict[str, Any] = {**filters, "limit": self.page_size}
         page = 0
         while True:
             page += 1
             response = session.request("GET", endpoint, params=params)
-            body = session.read_json(response, "GET")
-            records, has_more = self._list_page(body, response)
-            yield SourceBatch(origin=f"GET {endpoint} page {page}", records=records,
-                              fetched_at=datetime.now(timezone.utc))
+            records, has_more = self._list_page(session.read_json(response, "GET"), response)
+            yield page, records
 
             if not has_more:
                 return
             if not records or not isinstance(records[-1], dict) or not records[-1].get("id"):
-                raise self.session().malformed("GET", response, "has_more is true but the last object has no id to continue after")
+                raise session.malformed("GET", response, "has_more is true but the last object has no id to continue after")
             params = {**params, "starting_after": records[-1]["id"]}
 
     def _list_page(self, body: Any, response: httpx.Response) -> tuple[list[Any], bool]:
