@@ -32,6 +32,18 @@ def refund(refund_id: str, created: int, *, charge_id: str = "ch_1", amount: int
     return body
 
 
+def payout(payout_id: str, created: int, *, amount: int = 10000) -> dict:
+    body = copy.deepcopy(sample_object("payouts"))
+    body.update(id=payout_id, created=created, amount=amount, currency="usd", status="paid")
+    return body
+
+
+def balance_transaction(transaction_id: str, created: int, *, amount: int = 2000, fee: int = 88) -> dict:
+    body = copy.deepcopy(sample_object("balance_transactions"))
+    body.update(id=transaction_id, created=created, amount=amount, fee=fee, net=amount - fee, currency="usd")
+    return body
+
+
 def charge(charge_id: str, created: int, *, amount: int = 1999, currency: str = "usd") -> dict:
     body = copy.deepcopy(sample_object("charges"))
     body.update(id=charge_id, created=created, amount=amount, amount_captured=amount, currency=currency,
@@ -45,6 +57,7 @@ class StripeDouble:
     def __init__(self):
         self.objects: dict[str, list[dict]] = {stream: [] for stream in LIST_PATHS.values()}
         self.events: list[dict] = []
+        self.payout_of: dict[str, str] = {}  # balance transaction ID to the payout that paid it out
         self.requests: list[httpx.Request] = []
         self.answers: list[httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]] = []
 
@@ -91,6 +104,8 @@ class StripeDouble:
 
     def _page(self, objects: list[dict], params: httpx.QueryParams, path: str) -> dict:
         found = sorted(objects, key=lambda obj: (-obj["created"], obj["id"]))
+        if "payout" in params:
+            found = [obj for obj in found if self.payout_of.get(obj["id"]) == params["payout"]]
         if "created[gte]" in params:
             found = [obj for obj in found if obj["created"] >= int(params["created[gte]"])]
         if "created[lt]" in params:

@@ -16,7 +16,7 @@ from meshline_pipelines.sources.live import Window
 from meshline_pipelines.stripe.api import StripeApiClient
 from meshline_pipelines_tests.helpers import clients, stream
 from meshline_pipelines_tests.loopback import serve
-from meshline_pipelines_tests.stripe_mock import StripeDouble, charge, refund
+from meshline_pipelines_tests.stripe_mock import StripeDouble, balance_transaction, charge, payout, refund
 
 NOV_2 = int(datetime(2026, 11, 2, tzinfo=timezone.utc).timestamp())
 NOV_3 = int(datetime(2026, 11, 3, tzinfo=timezone.utc).timestamp())
@@ -258,3 +258,27 @@ def test_refund_updated_later_is_stored_in_its_update_day(ledger, routing):
     assert refunds.loc["re_old", "status"] == "succeeded"
     assert refunds.loc["re_old", "partition_key"] == "2026-11-02"
     assert extraction.watermark_after.cursor == datetime.fromtimestamp(NOV_2 + 7200, timezone.utc)
+
+
+def test_balance_transactions_are_read_per_payout(ledger, routing):
+    double = StripeDouble()
+    double.objects["payouts"] = [payout("po_a", NOV_2 + 3600), payout("po_b", NOV_2 + 7200), payout("po_c", NOV_3 + 60)]
+    for payout_id in ("po_a", "po_b", "po_c"):
+        for n in range(3):
+            transaction_id = f"txn_{payout_id}_{n}"
+            double.objects["balance_transactions"].append(balance_transaction(transaction_id, NOV_2 - 86400 + n))
+            double.payout_of[transaction_id] = payout_id
+
+    extraction = extract_stream(stream("stripe", "balance_transactions"), client(double, page_size=2), ledger, routing,
+                                since=datetime.fromtimestamp(NOV_2, timezone.utc),
+                                until=datetime.fromtimestamp(NOV_3, timezone.utc), lookback=timedelta(0))
+
+    lines = ledger.read_table("payout_lines").set_index("source_id")
+    assert extraction.fetched == 6
+    assert sorted(lines.index) == [f"txn_po_{p}_{n}" for p in "ab" for n in range(3)]
+    assert lines.loc["txn_po_a_2", "payout_source_id"] == "po_a"
+    assert lines.loc["txn_po_b_0", "payout_source_id"] == "po_b"
+    assert set(lines["partition_key"]) == {"2026-11-02"}
+    by_payout = [request.url.params.get("payout") for request in double.requests
+                 if request.url.path == "/v1/balance_transactions"]
+    assert by_payout == ["po_b", "po_b", "po_a", "po_a"]  # payouts come newest first, two pages each

@@ -58,7 +58,8 @@ class StripeApiClient(LiveClient):
     credential_settings: ClassVar[tuple[str, ...]] = ("STRIPE_API_KEY",)
     streams: ClassVar[tuple[str, ...]] = tuple(ENDPOINTS)
 
-    # Object ID to the time of its latest update event in the last window read.
+    # Object ID to its cursor when that is not its creation time: the time of its latest update
+    # event, or for a balance transaction, its payout's creation time.
     _updated_at: dict[str, datetime] = PrivateAttr(default_factory=dict)
 
     @property
@@ -74,7 +75,7 @@ class StripeApiClient(LiveClient):
         return {"headers": headers, "should_retry": stripe_should_retry}
 
     def cursor(self, stream: str, payload: Any) -> datetime | None:
-        """Return when the object was last seen changing: its update event's time, else its creation time."""
+        """Return the object's latest update event time, its payout's creation time, else its own creation time."""
         if not isinstance(payload, dict):
             return None
         updated = self._updated_at.get(str(payload.get("id")))
@@ -84,6 +85,9 @@ class StripeApiClient(LiveClient):
         self._updated_at = {}
         created_filter = {"created[gte]": unix_seconds_floor(window.since),
                           "created[lt]": unix_seconds_ceil(window.until)}
+        if stream == "balance_transactions":
+            yield from self._payout_pages(created_filter)
+            return
         endpoint = ENDPOINTS[stream]
 
         listed: set[str] = set()
@@ -94,6 +98,28 @@ class StripeApiClient(LiveClient):
 
         if stream in UPDATE_EVENTS:
             yield from self._updated_pages(stream, created_filter, listed)
+
+    def _payout_pages(self, created_filter: dict[str, int]) -> Iterator[SourceBatch]:
+        """Yield the balance transactions of each payout created in the window, listed with ?payout=.
+
+        Listed this way, each transaction is known to belong to its payout, which the mapper reads
+        from the request in the origin. Its cursor is its payout's creation time.
+        """
+        # NOTE: Stripe lists transactions by payout for automatic payouts only, and a transaction
+        # is read once its payout exists; movements not yet paid out are not read in API mode.
+        endpoint = ENDPOINTS["balance_transactions"]
+        for _, payouts in self._list_pages(ENDPOINTS["payouts"], created_filter):
+            for payout in payouts:
+                payout_id = payout.get("id") if isinstance(payout, dict) else None
+                created = parse_cursor(payout.get("created")) if isinstance(payout, dict) else None
+                if not payout_id or created is None:
+                    continue
+                for page, records in self._list_pages(endpoint, {"payout": payout_id}):
+                    for record in records:
+                        if isinstance(record, dict) and record.get("id"):
+                            self._updated_at[str(record["id"])] = created
+                    yield SourceBatch(origin=f"GET {endpoint}?payout={payout_id} page {page}", records=records,
+                                      fetched_at=datetime.now(timezone.utc))
 
     def _updated_pages(self, stream: str, created_filter: dict[str, int], listed: set[str]) -> Iterator[SourceBatch]:
         """Yield the current state of older objects whose update events fall in the window.

@@ -12,6 +12,9 @@ from meshline_pipelines.normalize import (
 )
 
 
+PAYOUT_IN_ORIGIN = r"[?&]payout=(po_[A-Za-z0-9]+)"
+
+
 def _prepare(records: pd.DataFrame, table: str):
     issues: list[dict] = []
     payloads = records["payload"]
@@ -88,9 +91,10 @@ def normalize_balance_transactions(records: pd.DataFrame, context: MapContext) -
     lines["version"] = record_hashes(payloads)
     lines["extra"] = extra_fields(payloads, {"id", "amount", "fee", "net", "currency", "type", "source",
                                              "description", "created"})
-    # NOTE: a balance transaction names its payout only when listed with ?payout=po_...; the list
-    # response does not say which, so payout_source_id stays empty for files.
-    lines["payout_source_id"] = pd.Series(pd.NA, index=flat.index, dtype="string")
+    # A balance transaction does not name its payout. The live client lists them per payout, and the
+    # request in the origin says which; saved list files do not, so their payout_source_id stays empty.
+    origins = records["origin"] if "origin" in records else pd.Series(pd.NA, index=records.index, dtype="string")
+    lines["payout_source_id"] = origins.astype("string").str.extract(PAYOUT_IN_ORIGIN, expand=False)
     lines["type"] = read.text("type")
     lines["amount"] = read.api_minor_money("amount", currency, "amount")
     lines["fee_amount"] = read.api_minor_money("fee", currency, "fee_amount")
