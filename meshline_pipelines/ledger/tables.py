@@ -129,3 +129,50 @@ watermarks = sa.Table(
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.Column("run_id", sa.Text(), nullable=True),
 )
+
+# Webhook events as received, one per source event ID: the receiver stores them and answers at
+# once; the inbox sensor turns them into runs. `deliveries` counts repeated deliveries.
+inbox_events = sa.Table(
+    "inbox_events",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("system", sa.Text(), nullable=False),
+    sa.Column("account", sa.Text(), nullable=False),
+    sa.Column("event_id", sa.Text(), nullable=False),
+    sa.Column("topic", sa.Text(), nullable=False),
+    sa.Column("webhook_id", sa.Text(), nullable=True),
+    sa.Column("triggered_at", UtcDateTime, nullable=True),
+    sa.Column("received_at", UtcDateTime, nullable=False),
+    sa.Column("payload", sa.Text(), nullable=False),
+    sa.Column("content_hash", sa.Text(), nullable=False),
+    sa.Column("status", sa.Text(), nullable=False),
+    sa.Column("deliveries", sa.Integer(), nullable=False),
+    sa.Column("processed_at", UtcDateTime, nullable=True),
+    sa.Column("run_id", sa.Text(), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.UniqueConstraint("system", "event_id"),
+    sa.Index(None, "status", "id"),
+)
+
+# What started each run: a webhook, a polled change, a dropped file, a schedule or an operator.
+triggers = sa.Table(
+    "triggers",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.Text(), nullable=False),
+    sa.Column("system", sa.Text(), nullable=False),
+    sa.Column("account", sa.Text(), nullable=True),
+    sa.Column("stream", sa.Text(), nullable=True),
+    sa.Column("record_id", sa.Text(), nullable=True),
+    sa.Column("reference", sa.Text(), nullable=False),
+    sa.Column("owner", sa.Text(), nullable=False),
+    sa.Column("status", sa.Text(), nullable=False),
+    sa.Column("run_key", sa.Text(), nullable=True),
+    sa.Column("run_id", sa.Text(), nullable=True),
+    sa.Column("partition_key", sa.Text(), nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("details", sa.Text(), nullable=True),
+    sa.UniqueConstraint("kind", "system", "reference"),
+    sa.Index(None, "system", "record_id"),
+)
