@@ -7,10 +7,17 @@ from meshline_pipelines.checks import schema_check_spec
 from meshline_pipelines.ingest import StreamRun, run_stream
 from meshline_pipelines.ledger.store import INSERTED, UPDATED
 from meshline_pipelines.partitions import daily_partitions
+from meshline_pipelines.sources.http import ApiAuthError, ApiRequestError, ApiResponseError
 from meshline_pipelines.streams import Stream
 
 
-def _materialize_metadata(run: StreamRun) -> dict:
+# Transient source failures (429, 5xx and timeouts that outlasted the client's own retries) are
+# retried by the run with longer waits; errors that a retry cannot fix fail at once.
+SOURCE_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+PERMANENT_ERRORS = (ApiAuthError, ApiRequestError, ApiResponseError)
+
+
+def materialize_metadata(run: StreamRun) -> dict:
     primary = run.stream.tables[0]
     model = CANONICAL_MODELS[primary]
     metadata = {
@@ -54,19 +61,24 @@ def stream_asset(stream: Stream, *, client_key: str, owners: list[str]) -> dg.As
         tags={"connector": stream.system},
         deps=[dg.AssetKey([stream.system, name]) for name in stream.depends_on],
         pool=stream.system,
+        retry_policy=SOURCE_RETRY_POLICY,
     )
     def _asset(context: dg.AssetExecutionContext):
         routing_resource = context.resources.routing
-        run = run_stream(
-            stream,
-            getattr(context.resources, client_key),
-            context.resources.ledger.open(),
-            routing_resource.load(),
-            partition_key=context.partition_key,
-            run_id=context.run.run_id,
-            max_failure_rate=routing_resource.failure_rate_limit(),
-            logger=context.log,
-        )
+        try:
+            run = run_stream(
+                stream,
+                getattr(context.resources, client_key),
+                context.resources.ledger.open(),
+                routing_resource.load(),
+                partition_key=context.partition_key,
+                run_id=context.run.run_id,
+                max_failure_rate=routing_resource.failure_rate_limit(),
+                logger=context.log,
+            )
+        except PERMANENT_ERRORS as exc:
+            # Credentials, settings or a body the API should never send: a retry would fail the same way.
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
         for table, outcome in run.checks.items():
             yield outcome.result(run.failed_rules.get(table, {}), context.partition_key)
         if run.quarantined:
@@ -75,8 +87,9 @@ def stream_asset(stream: Stream, *, client_key: str, owners: list[str]) -> dg.As
             blocked = [outcome.describe() for outcome in run.checks.values() if outcome.blocks]
             raise dg.Failure(
                 description=f"{stream.system}/{stream.name} partition {context.partition_key}: {' '.join(blocked)}",
-                metadata=_materialize_metadata(run),
+                metadata=materialize_metadata(run),
+                allow_retries=False,
             )
-        yield dg.MaterializeResult(metadata=_materialize_metadata(run))
+        yield dg.MaterializeResult(metadata=materialize_metadata(run))
 
     return _asset

@@ -5,10 +5,13 @@ import dagster as dg
 from meshline_pipelines.amazon.assets import STREAMS as AMAZON_STREAMS
 from meshline_pipelines.assets import stream_asset
 from meshline_pipelines.clients import source_clients
+from meshline_pipelines.jobs import SYSTEMS, build_extract_job
 from meshline_pipelines.resources import LedgerResource, RoutingResource
 from meshline_pipelines.routing import load_routing
+from meshline_pipelines.sensors import connector_failure_sensor, import_folder_sensor, poll_sensor, trigger_success_sensor
 from meshline_pipelines.shopify.assets import STREAMS as SHOPIFY_STREAMS
 from meshline_pipelines.stripe.assets import STREAMS as STRIPE_STREAMS
+from meshline_pipelines.sources.live import LiveClient
 from meshline_pipelines.streams import Stream
 
 MAIN_JOB = "meshline_main"
@@ -28,10 +31,22 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource] | None = Non
         description="Imports every per-system stream for one daily partition, with its schema checks. "
         "`meshline run` launches it for each partition that has data.",
     )
+    clients = {**source_clients(), **{key: value for key, value in (resources or {}).items() if key in SYSTEMS}}
+
+    # A live stream gets a polling sensor when its system is in API mode.
+    live_streams = [stream for stream in STREAMS
+                    if isinstance(clients[stream.system], LiveClient) and stream.name in clients[stream.system].streams]
+    sensors = [
+        import_folder_sensor(STREAMS, MAIN_JOB),
+        *[poll_sensor(stream) for stream in live_streams],
+        connector_failure_sensor(STREAMS),
+        trigger_success_sensor(),
+    ]
     return dg.Definitions(
         assets=assets,
-        jobs=[main_job],
-        resources={**source_clients(), "ledger": LedgerResource(), "routing": RoutingResource(), **(resources or {})},
+        jobs=[main_job, build_extract_job(STREAMS)],
+        sensors=sensors,
+        resources={**clients, "ledger": LedgerResource(), "routing": RoutingResource(), **(resources or {})},
     )
 
 
