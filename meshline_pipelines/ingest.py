@@ -122,14 +122,20 @@ def _normalize_and_validate(stream: Stream, records: pd.DataFrame, context: MapC
     return frames, pd.DataFrame(issues, columns=ISSUE_COLUMNS)
 
 
-def _store(stream: Stream, frames: dict[str, pd.DataFrame], ledger: Ledger, partition_key: str,
+def _store(stream: Stream, frames: dict[str, pd.DataFrame], ledger: Ledger, account: str, partition_key: str,
            run_id: str | None, watermark: Watermark | None) -> tuple[dict[str, StoreOutcome], pd.DataFrame, set[int]]:
     """Upsert the valid rows; return the outcomes, a duplicate_record issue per conflict, and held records.
 
     The primary table goes first. A record whose primary row is stale or conflicts keeps its stored
     state in every table, so an old order version never brings back its old lines. The watermark
-    moves with the last table, once every table of the records is stored.
+    moves with the last table, once every table of the records is stored. The trail follows records:
+    an order's lines travel with it, so only the primary table is audited, in its own transaction.
     """
+    primary = stream.tables[0]
+
+    def audit(decisions: pd.DataFrame) -> pd.DataFrame:
+        return audit_rows(stream, account, run_id, decisions, {}, primary, partition_key)
+
     outcomes = {}
     conflicts = []
     held: set[int] = set()
@@ -137,12 +143,12 @@ def _store(stream: Stream, frames: dict[str, pd.DataFrame], ledger: Ledger, part
         rows = frames[table][~frames[table][RECORD].isin(held)]
         last = table == stream.tables[-1]
         outcome = ledger.store(table, rows, partition_key=partition_key, run_id=run_id,
-                               watermark=watermark if last else None)
+                               watermark=watermark if last else None, audit=audit if table == primary else None)
         outcomes[table] = outcome
 
         positions = rows.drop_duplicates("source_id", keep="last").set_index("source_id")[RECORD]
         decided = outcome.decisions.assign(record=outcome.decisions["source_id"].map(positions))
-        if table == stream.tables[0]:
+        if table == primary:
             held = set(decided.loc[decided["decision"].isin([STALE, CONFLICT]), "record"].astype(int))
         for row in decided[decided["decision"] == CONFLICT].itertuples():
             conflicts.append({
@@ -205,15 +211,11 @@ def _store_chunk(stream: Stream, records: pd.DataFrame, frames: dict[str, pd.Dat
                  routing: Routing, run: StreamRun, account: str, run_id: str | None, logger,
                  watermark: Watermark | None = None) -> None:
     """Store a validated chunk, then open an exception per version conflict and unmapped reference."""
-    outcomes, conflicts, held = _store(stream, frames, ledger, run.partition_key, run_id, watermark)
+    outcomes, conflicts, held = _store(stream, frames, ledger, account, run.partition_key, run_id, watermark)
     for table, outcome in outcomes.items():
         earlier = run.stored.get(table)
         run.stored[table] = outcome if earlier is None else StoreOutcome(
             decisions=pd.concat([earlier.decisions, outcome.decisions], ignore_index=True))
-    # The trail follows records: an order's lines travel with it, so only the primary table is audited.
-    primary = stream.tables[0]
-    ledger.record_audit(audit_rows(stream, account, run_id, outcomes[primary].decisions, {}, primary,
-                                   run.partition_key))
 
     unmapped = unmapped_references(stream, frames, ledger, account, held, logger)
     problems = pd.concat([frame for frame in (conflicts, unmapped) if not frame.empty] or [conflicts],

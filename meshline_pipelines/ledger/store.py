@@ -8,6 +8,7 @@ opened once per fingerprint.
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -177,8 +178,10 @@ class Ledger:
     # Canonical tables
 
     def store(self, table_name: str, frame: pd.DataFrame, *, partition_key: str, run_id: str | None,
-              watermark: Watermark | None = None) -> StoreOutcome:
-        """Upsert canonical rows by version, and move `watermark` in the same transaction.
+              watermark: Watermark | None = None,
+              audit: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> StoreOutcome:
+        """Upsert canonical rows by version; in the same transaction, move `watermark` and write the
+        audit events that `audit` builds from the decisions, so a crash leaves all or none of them.
 
         Same content as stored: absorbed. Older version than stored: stale, never overwrites.
         Same version, other content: conflict, the stored row stays. Newer version, or a content-hash
@@ -203,17 +206,20 @@ class Ledger:
             if watermark is not None:
                 self._write_watermark(connection, watermark, run_id)
             if self.bulk_copy:
-                decisions = copy_and_merge(connection, table, writes)
-                return StoreOutcome(decisions=decisions.astype({"decision": "string"}))
+                decisions = copy_and_merge(connection, table, writes).astype({"decision": "string"})
+            else:
+                stored = self._stored_versions(connection, table, incoming)
+                decisions = _decide(incoming, stored)
+                inserts = writes[decisions["decision"] == INSERTED]
+                updates = writes[decisions["decision"] == UPDATED]
+                if not inserts.empty:
+                    connection.execute(table.insert(), _python_rows(inserts))
+                if not updates.empty:
+                    self._update_rows(connection, table, updates)
 
-            stored = self._stored_versions(connection, table, incoming)
-            decisions = _decide(incoming, stored)
-            inserts = writes[decisions["decision"] == INSERTED]
-            updates = writes[decisions["decision"] == UPDATED]
-            if not inserts.empty:
-                connection.execute(table.insert(), _python_rows(inserts))
-            if not updates.empty:
-                self._update_rows(connection, table, updates)
+            events = audit(decisions) if audit is not None else None
+            if events is not None and not events.empty:
+                self._append(connection, audit_events, events)
 
         return StoreOutcome(decisions=decisions)
 
