@@ -298,7 +298,7 @@ class Ledger:
             query = query.where(table.c.system == system)
         with self.engine.connect() as connection:
             frame = pd.DataFrame(connection.execute(query).mappings().all(), columns=[c.name for c in table.columns])
-        return _restore_types(frame, table)
+        return restore_types(frame, table)
 
     # Exceptions and audit events
 
@@ -341,7 +341,7 @@ class Ledger:
             query = query.where(exceptions.c.status == status)
         with self.engine.connect() as connection:
             frame = pd.DataFrame(connection.execute(query).mappings().all(), columns=[c.name for c in exceptions.columns])
-        return _restore_types(frame, exceptions)
+        return restore_types(frame, exceptions)
 
     def record_audit(self, events: pd.DataFrame) -> None:
         if events.empty:
@@ -357,7 +357,7 @@ class Ledger:
             query = query.where(raw_payloads.c.stream == stream)
         with self.engine.connect() as connection:
             frame = pd.DataFrame(connection.execute(query).mappings().all(), columns=[c.name for c in raw_payloads.columns])
-        return _restore_types(frame, raw_payloads)
+        return restore_types(frame, raw_payloads)
 
     def count_rows(self) -> pd.DataFrame:
         """Canonical rows per system and table."""
@@ -391,7 +391,7 @@ def _decide(incoming: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
                                       stored_partition_key=merged["partition_key"])
 
 
-def _restore_types(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
+def restore_types(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
     """SQLite returns naive datetimes; the ledger always writes UTC, so read them back as UTC."""
     for column in table.columns:
         if isinstance(column.type, sa.DateTime) and column.name in frame:
