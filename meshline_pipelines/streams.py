@@ -45,8 +45,12 @@ def id_at(path: str) -> Callable[[pd.Series], pd.Series]:
     """Source ID from a top-level field of each payload."""
 
     def read(payloads: pd.Series) -> pd.Series:
-        values = payloads.map(lambda payload: payload.get(path) if isinstance(payload, dict) else None)
-        values = values.where(values.map(lambda value: isinstance(value, (str, int)) and value != ""), None)
-        return values.astype("string")
+        # Converted value by value: a Series of mixed IDs and missing values would turn integer IDs into floats.
+        ids = []
+        for payload in payloads:
+            value = payload.get(path) if isinstance(payload, dict) else None
+            valid = isinstance(value, (str, int)) and not isinstance(value, bool) and value != ""
+            ids.append(str(value) if valid else None)
+        return pd.Series(ids, index=payloads.index, dtype="string")
 
     return read

@@ -102,6 +102,8 @@ def test_record_that_is_not_an_object(ledger, routing, import_dir):
     assert exception["kind"] == "failed_validation"
     assert exception["record_id"] == "2026-11-24/shopify/orders.json#5"
     assert "expected a JSON object" in exception["reason"]
+    raw_ids = set(ledger.read_raw(system="shopify")["record_id"])
+    assert raw_ids == {str(order_id) for order_id in range(2001, 2006)} | {"2026-11-24/shopify/orders.json#5"}
 
 
 def test_failure_rate_above_maximum_stores_nothing(ledger, routing, import_dir):
@@ -215,3 +217,14 @@ def test_documented_amazon_fields_are_not_drift(ledger, routing, import_dir):
 
     assert result.new_fields == {}
     assert result.records == 1
+
+
+def test_non_object_keeps_other_record_ids(ledger, routing, import_dir):
+    payout = sample_json("shopify", "payouts.json")["payouts"][0]
+    payouts = [{**payout, "id": 7000 + n} for n in range(3)]
+    drop_file(import_dir, "shopify", "payouts.json", content=json.dumps({"payouts": [*payouts, 42]}).encode())
+
+    run("shopify", "payouts", import_dir, ledger, routing)
+
+    raw_ids = set(ledger.read_raw(system="shopify")["record_id"])
+    assert raw_ids == {"7000", "7001", "7002", "2026-11-24/shopify/payouts.json#3"}
