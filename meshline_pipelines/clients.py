@@ -63,13 +63,14 @@ def mode(system: str) -> str:
 
 def _shopify_live(settings: Settings, base_url: str | None) -> LiveClient:
     from meshline_pipelines.shopify.api import ShopifyRestClient
+    from meshline_pipelines.shopify.graphql import ShopifyGraphqlClient
 
-    api = (os.environ.get("SHOPIFY_API") or "rest").strip().lower()
-    if api != "rest":
-        # TODO: the GraphQL Admin API client (cost-based throttling, bulk operations) is the next connector slice.
-        raise SettingError(f"SHOPIFY_API={api!r} is not available yet: set SHOPIFY_API=rest")
+    api = (os.environ.get("SHOPIFY_API") or "graphql").strip().lower()
+    clients = {"graphql": ShopifyGraphqlClient, "rest": ShopifyRestClient}
+    if api not in clients:
+        raise SettingError(f"SHOPIFY_API={api!r} is not an Admin API: set it to graphql (the default) or rest")
     shop = settings.value("SHOPIFY_SHOP")
-    return ShopifyRestClient(
+    return clients[api](
         shop=shop, access_token=settings.secret("SHOPIFY_ACCESS_TOKEN"),
         api_version=settings.value("SHOPIFY_API_VERSION", "2026-07"),
         base_url=base_url or settings.value("SHOPIFY_API_BASE_URL", f"https://{shop}"),

@@ -7,6 +7,7 @@ from meshline_pipelines.amazon.api import AmazonSpApiClient
 from meshline_pipelines.clients import SettingError, live_client, source_clients
 from meshline_pipelines.shopify.api import ShopifyRestClient
 from meshline_pipelines.shopify.client import ShopifyFileClient
+from meshline_pipelines.shopify.graphql import ShopifyGraphqlClient
 
 
 def test_file_mode_is_the_default(monkeypatch):
@@ -27,7 +28,7 @@ def test_shopify_api_mode_defaults_base_url(monkeypatch):
 
     shopify = source_clients()["shopify"]
 
-    assert isinstance(shopify, ShopifyRestClient)
+    assert isinstance(shopify, ShopifyGraphqlClient)
     assert shopify.base_url == "https://acme-outdoor.myshopify.com"
     assert shopify.access_token == dg.EnvVar("SHOPIFY_ACCESS_TOKEN")
 
@@ -49,12 +50,19 @@ def test_api_mode_without_the_account_names_the_setting(monkeypatch):
         source_clients()
 
 
-def test_graphql_is_not_offered_yet(monkeypatch):
+def test_shopify_api_chooses_graphql_or_rest(monkeypatch):
     monkeypatch.setenv("SHOPIFY_SHOP", "acme-outdoor.myshopify.com")
     monkeypatch.setenv("SHOPIFY_ACCESS_TOKEN", "shpat_test")
-    monkeypatch.setenv("SHOPIFY_API", "graphql")
+    monkeypatch.delenv("SHOPIFY_API", raising=False)
 
-    with pytest.raises(SettingError, match="SHOPIFY_API=rest"):
+    default = live_client("shopify")
+    monkeypatch.setenv("SHOPIFY_API", "rest")
+    rest = live_client("shopify")
+    monkeypatch.setenv("SHOPIFY_API", "soap")
+
+    assert isinstance(default, ShopifyGraphqlClient)
+    assert isinstance(rest, ShopifyRestClient)
+    with pytest.raises(SettingError, match="SHOPIFY_API='soap' is not an Admin API"):
         live_client("shopify")
 
 

@@ -2,6 +2,7 @@
 
 from meshline_pipelines.streams import Reference, Stream, id_at
 from meshline_pipelines.shopify import normalize
+from meshline_pipelines.shopify import normalize_graphql as graphql
 
 SYSTEM = "shopify"
 
@@ -11,8 +12,8 @@ STREAMS = [
         name="orders",
         description="Shopify orders with their line items, shop and presentment money side by side.",
         tables=("orders", "order_lines"),
-        record_id=id_at("id"),
-        normalize=normalize.normalize_orders,
+        record_id=graphql.record_ids,
+        normalize=graphql.by_payload_shape(normalize.normalize_orders, graphql.normalize_orders),
         references=(Reference(table="order_lines", column="variant_id", target_table="product_variants",
                               source_field="line_items[].variant_id"),),
         depends_on=("products",),
@@ -33,8 +34,8 @@ STREAMS = [
         name="products",
         description="Shopify products as their variants: the SKU catalog that order lines refer to.",
         tables=("product_variants",),
-        record_id=id_at("id"),
-        normalize=normalize.normalize_products,
+        record_id=graphql.record_ids,
+        normalize=graphql.by_payload_shape(normalize.normalize_products, graphql.normalize_products),
         source_fields={"product_variants.source_id": "variants[].id",
                        "product_variants.product_id": "variants[].product_id",
                        "product_variants.updated_at": "variants[].updated_at"},
@@ -44,8 +45,8 @@ STREAMS = [
         name="refunds",
         description="Shopify refunds, from refund responses and from the refunds embedded in orders.",
         tables=("refunds",),
-        record_id=id_at("id"),
-        normalize=normalize.normalize_refunds,
+        record_id=graphql.record_ids,
+        normalize=graphql.by_payload_shape(normalize.normalize_refunds, graphql.normalize_refunds),
         source_fields={"refunds.source_id": "id", "refunds.created_at": "created_at",
                        "refunds.currency": "transactions[].currency"},
     ),
@@ -54,8 +55,8 @@ STREAMS = [
         name="transactions",
         description="Shopify order transactions (authorizations, captures, sales, refunds) as payments.",
         tables=("payments",),
-        record_id=id_at("id"),
-        normalize=normalize.normalize_transactions,
+        record_id=graphql.record_ids,
+        normalize=graphql.by_payload_shape(normalize.normalize_transactions, graphql.normalize_transactions),
         source_fields={"payments.source_id": "id", "payments.amount": "amount", "payments.currency": "currency",
                        "payments.kind": "kind", "payments.created_at": "created_at"},
     ),
@@ -64,8 +65,8 @@ STREAMS = [
         name="customers",
         description="Shopify customers with marketing consent and lifetime spend.",
         tables=("customers",),
-        record_id=id_at("id"),
-        normalize=normalize.normalize_customers,
+        record_id=graphql.record_ids,
+        normalize=graphql.by_payload_shape(normalize.normalize_customers, graphql.normalize_customers),
         source_fields={"customers.source_id": "id", "customers.created_at": "created_at",
                        "customers.updated_at": "updated_at", "customers.email": "email"},
     ),
@@ -74,8 +75,8 @@ STREAMS = [
         name="inventory_levels",
         description="Shopify inventory levels per inventory item and location; the partition is the snapshot's day.",
         tables=("inventory_levels",),
-        record_id=normalize.inventory_level_ids,
-        normalize=normalize.normalize_inventory_levels,
+        record_id=graphql.by_payload_shape_ids(normalize.inventory_level_ids, graphql.inventory_level_ids),
+        normalize=graphql.by_payload_shape(normalize.normalize_inventory_levels, graphql.normalize_inventory_levels),
         source_fields={"inventory_levels.source_id": "inventory_item_id, location_id",
                        "inventory_levels.available": "available"},
     ),
