@@ -5,10 +5,12 @@ import dagster as dg
 from meshline_pipelines.amazon.assets import STREAMS as AMAZON_STREAMS
 from meshline_pipelines.assets import stream_asset
 from meshline_pipelines.clients import source_clients
-from meshline_pipelines.jobs import SYSTEMS, build_extract_job
+from meshline_pipelines.jobs import SYSTEMS, build_extract_job, build_inbox_job
 from meshline_pipelines.resources import LedgerResource, RoutingResource
 from meshline_pipelines.routing import load_routing
-from meshline_pipelines.sensors import connector_failure_sensor, import_folder_sensor, poll_sensor, trigger_success_sensor
+from meshline_pipelines.sensors import (
+    connector_failure_sensor, import_folder_sensor, inbox_sensor, poll_sensor, trigger_success_sensor,
+)
 from meshline_pipelines.shopify.assets import STREAMS as SHOPIFY_STREAMS
 from meshline_pipelines.stripe.assets import STREAMS as STRIPE_STREAMS
 from meshline_pipelines.sources.live import LiveClient
@@ -38,13 +40,14 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource] | None = Non
                     if isinstance(clients[stream.system], LiveClient) and stream.name in clients[stream.system].streams]
     sensors = [
         import_folder_sensor(STREAMS, MAIN_JOB),
+        inbox_sensor(),
         *[poll_sensor(stream) for stream in live_streams],
         connector_failure_sensor(STREAMS),
         trigger_success_sensor(),
     ]
     return dg.Definitions(
         assets=assets,
-        jobs=[main_job, build_extract_job(STREAMS)],
+        jobs=[main_job, build_extract_job(STREAMS), build_inbox_job(STREAMS)],
         sensors=sensors,
         resources={**clients, "ledger": LedgerResource(), "routing": RoutingResource(), **(resources or {})},
     )

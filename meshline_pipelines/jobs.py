@@ -1,19 +1,24 @@
-"""The incremental extraction job: one live stream from its watermark, through the ledger.
+"""Op jobs beside the assets: incremental extraction of a live stream, and the webhook inbox.
 
-Polling sensors launch it; an operator can launch it from the Launchpad with a system and a
-stream. Each daily partition it stores is reported as a materialization of that stream's asset,
-so the asset's Partitions tab shows what the extraction brought in.
+Polling sensors launch the extraction job; an operator can launch it from the Launchpad with a
+system and a stream. The inbox sensor launches the inbox job. Each daily partition either job
+stores is reported as a materialization of that stream's asset, so the asset's Partitions tab
+shows what came in.
 """
 
 from datetime import datetime
 
 import dagster as dg
+import pandas as pd
 from pydantic import Field
 
 from meshline_pipelines.assets import PERMANENT_ERRORS, SOURCE_RETRY_POLICY, materialize_metadata
 from meshline_pipelines.extract import extract_stream
 from meshline_pipelines.sources.live import LiveClient, iso_utc
 from meshline_pipelines.streams import Stream
+from meshline_pipelines.webhooks.inbox import FAILED as EVENT_FAILED
+from meshline_pipelines.webhooks.inbox import RECEIVED, events_by_id
+from meshline_pipelines.webhooks.process import process_events
 
 EXTRACT_JOB = "meshline_extract"
 SYSTEMS = ("shopify", "amazon", "stripe")
@@ -76,3 +81,43 @@ def build_extract_job(streams: list[Stream]) -> dg.JobDefinition:
         extract_live_stream()
 
     return extract_job
+
+
+INBOX_JOB = "meshline_inbox"
+
+
+class InboxConfig(dg.Config):
+    event_ids: list[int] = Field(description="IDs of inbox events to process; events no longer `received` are skipped.")
+
+
+def inbox_run_config(event_ids: list[int]) -> dict:
+    return {"ops": {"process_inbox_events": {"config": {"event_ids": event_ids}}}}
+
+
+def build_inbox_job(streams: list[Stream]) -> dg.JobDefinition:
+    @dg.op(name="process_inbox_events", required_resource_keys={"ledger", "routing"})
+    def process_inbox_events(context: dg.OpExecutionContext, config: InboxConfig) -> None:
+        ledger = context.resources.ledger.open()
+        routing = context.resources.routing
+        events = events_by_id(ledger, config.event_ids)
+        waiting = events[events["status"] == RECEIVED]
+        if len(waiting) < len(events):
+            context.log.info(f"{len(events) - len(waiting)} of {len(events)} inbox events were already handled")
+
+        outcome = process_events(waiting, streams, ledger, routing.load(), run_id=context.run_id,
+                                 max_failure_rate=routing.failure_rate_limit(), logger=context.log)
+        for run in outcome.runs:
+            context.log_event(dg.AssetMaterialization(asset_key=run.stream.asset_key, partition=run.partition_key,
+                                                      metadata=materialize_metadata(run)))
+        counts = pd.Series(list(outcome.statuses.values()), dtype="string").value_counts().to_dict()
+        context.log.info(f"inbox events: {counts or 'none waiting'}")
+        failed = sorted(event_id for event_id, status in outcome.statuses.items() if status == EVENT_FAILED)
+        if failed:
+            raise dg.Failure(f"inbox events {', '.join(map(str, failed))} failed; `meshline inbox list --status failed` "
+                             "shows why", allow_retries=False)
+
+    @dg.job(name=INBOX_JOB, description="Stores the records of received webhook events. The inbox sensor launches it.")
+    def inbox_job():
+        process_inbox_events()
+
+    return inbox_job

@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from meshline_pipelines.jobs import EXTRACT_JOB, extract_run_config
+from meshline_pipelines.jobs import EXTRACT_JOB, INBOX_JOB, extract_run_config, inbox_run_config
 from meshline_pipelines.ledger import Ledger
 from meshline_pipelines.ledger.store import utc_now
 from meshline_pipelines.partitions import daily_partitions
@@ -24,6 +24,7 @@ from meshline_pipelines.sources.files import FileSnapshotClient, import_root, ma
 from meshline_pipelines.sources.live import LiveClient, iso_utc
 from meshline_pipelines.streams import Stream
 from meshline_pipelines.triggers import FAILED, SUCCEEDED, TRIGGER_TAG, finish_trigger, record_trigger, trigger_tag
+from meshline_pipelines.webhooks.inbox import pending
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 # queues runs; the run queue still runs one per connector at a time.
 IMPORT_FOLDER_INTERVAL = 60
 POLL_INTERVAL = 300
+INBOX_INTERVAL = 30
+INBOX_BATCH = 500
+# Minutes after which an event below the cursor that is still waiting is requested again.
+STRAGGLER_MINUTES = 10
 
 
 def _file_hash(path: Path) -> str:
@@ -42,7 +47,7 @@ def _file_hash(path: Path) -> str:
 
 
 def _day_folders(client: FileSnapshotClient, streams: list[Stream], known: dict) -> dict[str, dict[str, list]]:
-    """Per partition key, the system's files there as {relative path: [size, mtime_ns, sha256]}.
+    """Return, per partition key, the system's files there as {relative path: [size, mtime_ns, sha256]}.
 
     A file whose size and modification time are those already in the cursor keeps its hash
     without being read again.
@@ -155,6 +160,42 @@ def poll_sensor(stream: Stream) -> dg.SensorDefinition:
                   "meshline/trigger_reference": reference},
         )
         return dg.SensorResult(run_requests=[request], cursor=str(interval))
+
+    return _sensor
+
+
+def inbox_sensor() -> dg.SensorDefinition:
+    """Request a run of the inbox job for the webhook events received since the last tick, one per system.
+
+    The cursor is the highest inbox ID requested. An ID is taken when a row is inserted, not when it
+    commits, so an event can become visible below the cursor. Such an event, still waiting after
+    STRAGGLER_MINUTES, is requested again under a run key of its own IDs.
+    """
+
+    @dg.sensor(name="inbox_sensor", job_name=INBOX_JOB, minimum_interval_seconds=INBOX_INTERVAL,
+               default_status=dg.DefaultSensorStatus.RUNNING, required_resource_keys={"ledger"},
+               description="Processes the webhook events that `meshline webhooks serve` stored in the inbox.")
+    def _sensor(context: dg.SensorEvaluationContext):
+        ledger = context.resources.ledger.open()
+        cursor = int(context.cursor or 0)
+        waiting = pending(ledger, after_id=0, limit=INBOX_BATCH)
+        if waiting.empty:
+            return dg.SkipReason("no webhook events are waiting")
+
+        fresh = waiting[waiting["id"] > cursor]
+        stale_before = utc_now() - pd.Timedelta(minutes=STRAGGLER_MINUTES)
+        stragglers = waiting[(waiting["id"] <= cursor) & (waiting["received_at"] < stale_before)]
+
+        requests = []
+        for kind, events in (("inbox", fresh), ("inbox-again", stragglers)):
+            for system, group in events.groupby("system"):
+                ids = [int(event_id) for event_id in group["id"]]
+                key = (f"{kind}:{system}:{ids[0]}-{ids[-1]}" if kind == "inbox"
+                       else f"{kind}:{system}:{hashlib.sha256(str(ids).encode()).hexdigest()[:16]}")
+                requests.append(dg.RunRequest(run_key=key, run_config=inbox_run_config(ids),
+                                              tags={"connector": system, "meshline/inbox_events": str(len(ids))}))
+        new_cursor = max(cursor, int(fresh["id"].max())) if not fresh.empty else cursor
+        return dg.SensorResult(run_requests=requests, cursor=str(new_cursor))
 
     return _sensor
 

@@ -150,8 +150,11 @@ inbox_events = sa.Table(
     sa.Column("processed_at", UtcDateTime, nullable=True),
     sa.Column("run_id", sa.Text(), nullable=True),
     sa.Column("error", sa.Text(), nullable=True),
+    # The source ID of the record the event changed, set when the event is processed.
+    sa.Column("record_id", sa.Text(), nullable=True),
     sa.UniqueConstraint("system", "event_id"),
     sa.Index(None, "status", "id"),
+    sa.Index(None, "system", "record_id"),
 )
 
 # What started each run: a webhook, a polled change, a dropped file, a schedule or an operator.

@@ -136,3 +136,11 @@ def _read(ledger: Ledger, query: sa.Select) -> pd.DataFrame:
     for column in ("id", "deliveries"):
         frame[column] = frame[column].astype("Int64")
     return frame
+
+
+def events_by_id(ledger: Ledger, ids: Iterable[int]) -> pd.DataFrame:
+    """Read the inbox events with these IDs, in ID order."""
+    ids = [int(inbox_id) for inbox_id in ids]
+    frames = [_read(ledger, sa.select(inbox_events).where(inbox_events.c.id.in_(ids[start:start + KEY_CHUNK]))
+                    .order_by(inbox_events.c.id)) for start in range(0, len(ids), KEY_CHUNK)]
+    return pd.concat(frames, ignore_index=True) if frames else _read(ledger, sa.select(inbox_events).where(sa.false()))
