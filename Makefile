@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(MESHLINE_HOME)/dagster_home
 
 ORDERS ?= 10000
 
-.PHONY: install install-dev demo run test ui bench clean
+.PHONY: install install-dev demo run test ui webhooks bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ ui: install
 	mkdir -p "$(DAGSTER_HOME)"
 	test -f "$(DAGSTER_HOME)/dagster.yaml" || printf '# Embedded default: SQLite storage in this folder.\ntelemetry:\n  enabled: false\n' > "$(DAGSTER_HOME)/dagster.yaml"
 	$(BIN)/dagster dev -w workspace.yaml
+
+# The webhook receiver on 127.0.0.1:8787; run it beside `make ui`, whose daemon runs the inbox sensor.
+webhooks: install
+	$(BIN)/meshline webhooks serve
 
 clean:
 	rm -rf .meshline
