@@ -2,6 +2,7 @@
 
 import json
 import os
+from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 
@@ -219,8 +220,6 @@ def demo(
 
 def _utc_option(name: str, value: str | None):
     """Parse a --since or --until value: a date (midnight UTC) or an ISO 8601 time, read as UTC without an offset."""
-    from datetime import datetime, timezone
-
     if value is None:
         return None
     try:
@@ -269,6 +268,7 @@ def extract(
     from meshline_pipelines.extract import extract_stream
     from meshline_pipelines.resources import RoutingResource
     from meshline_pipelines.sources.http import ApiError
+    from meshline_pipelines.triggers import FAILED, SUCCEEDED, finish_trigger, record_trigger, trigger_tag
 
     _check_system(system)
     declared = [candidate for candidate in STREAMS if candidate.system == system]
@@ -282,22 +282,27 @@ def extract(
     try:
         client = live_client(system, base_url=base_url)
         routing = RoutingResource()
+        ledger = _ledger()
         console.print(f"Ledger: {_redacted(settings.database_url())}\nAPI: {client.base_url}")
-        pages = 0
+        reference = f"extract:{stream}@{datetime.now(timezone.utc).isoformat()}"
+        record_trigger(ledger, kind="manual", system=system, account=client.account, stream=stream,
+                       reference=reference, owner=routing.load().system_owner(system),
+                       details={"command": "meshline extract", "since": since, "until": until})
 
         def progress(batch) -> None:
-            nonlocal pages
-            pages += 1
             console.print(f"  {batch.origin}: {_plural(len(batch.records), 'record')}")
 
-        extraction = extract_stream(chosen, client, _ledger(), routing.load(), since=window_start, until=window_end,
+        extraction = extract_stream(chosen, client, ledger, routing.load(), since=window_start, until=window_end,
                                     max_failure_rate=routing.failure_rate_limit(), on_page=progress)
     except (SettingError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     except ApiError as exc:
+        finish_trigger(ledger, trigger_tag("manual", system, reference), run_id="cli", status=FAILED, error=str(exc))
         console.print(f"[red]error:[/red] {exc}\nNothing from this run was stored; the watermark did not move.")
         raise typer.Exit(1) from None
+    finish_trigger(ledger, trigger_tag("manual", system, reference), run_id="cli",
+                   status=FAILED if extraction.blocked_partitions else SUCCEEDED)
 
     _print_extraction(extraction)
     if extraction.blocked_partitions:

@@ -9,7 +9,8 @@ from meshline_pipelines.jobs import SYSTEMS, build_extract_job, build_inbox_job
 from meshline_pipelines.resources import LedgerResource, RoutingResource
 from meshline_pipelines.routing import load_routing
 from meshline_pipelines.sensors import (
-    connector_failure_sensor, import_folder_sensor, inbox_sensor, poll_sensor, trigger_success_sensor,
+    catch_up_schedule, connector_failure_sensor, import_folder_sensor, inbox_sensor, poll_sensor,
+    trigger_success_sensor,
 )
 from meshline_pipelines.shopify.assets import STREAMS as SHOPIFY_STREAMS
 from meshline_pipelines.stripe.assets import STREAMS as STRIPE_STREAMS
@@ -49,6 +50,7 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource] | None = Non
         assets=assets,
         jobs=[main_job, build_extract_job(STREAMS), build_inbox_job(STREAMS)],
         sensors=sensors,
+        schedules=[catch_up_schedule(live_streams, MAIN_JOB)] if live_streams else [],
         resources={**clients, "ledger": LedgerResource(), "routing": RoutingResource(), **(resources or {})},
     )
 

@@ -8,7 +8,9 @@ import dagster as dg
 
 from meshline_pipelines import settings
 from meshline_pipelines.definitions import MAIN_JOB, STREAMS
+from meshline_pipelines.ledger.store import utc_now
 from meshline_pipelines.partitions import daily_partitions
+from meshline_pipelines.triggers import FAILED, SUCCEEDED, TRIGGER_TAG, finish_trigger, record_trigger, trigger_tag
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +54,29 @@ def run_main_job(defs: dg.Definitions, instance: dg.DagsterInstance, *, only: li
                              f"partitions with data are {', '.join(planned) or 'none'}")
         planned = {key: planned[key] for key in only}
 
+    ledger = defs.resources["ledger"].open()
+    routing = defs.resources["routing"].load()
     runs = []
     for partition_key, asset_keys in planned.items():
         if on_start:
             on_start(partition_key, len(asset_keys))
+        systems = sorted({key.path[0] for key in asset_keys})
+        reference = f"{partition_key}@{utc_now().isoformat()}"
+        for system in systems:
+            record_trigger(ledger, kind="manual", system=system, reference=reference,
+                           owner=routing.system_owner(system), partition_key=partition_key,
+                           details={"command": "meshline run"})
         result = job.execute_in_process(
             partition_key=partition_key,
             instance=instance,
             asset_selection=asset_keys,
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-            tags={"meshline/trigger": "manual"},
+            tags={TRIGGER_TAG: f"manual:meshline run:{reference}"},
         )
+        for system in systems:
+            finish_trigger(ledger, trigger_tag("manual", system, reference), run_id=result.run_id,
+                           status=SUCCEEDED if result.success else FAILED)
         failed = [event.step_key for event in result.all_events if event.is_step_failure]
         if failed:
             log.error("partition %s: run %s failed in %s", partition_key, result.run_id, ", ".join(failed))

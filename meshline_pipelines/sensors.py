@@ -1,4 +1,4 @@
-"""Triggers as Dagster sensors: dropped files, live streams to poll, and failed runs.
+"""Triggers as Dagster sensors and a schedule: dropped files, live streams, webhooks, failed runs.
 
 Every sensor returns its run requests together with its new cursor, so a cursor never moves past
 work that was not requested. Run keys carry the version of what triggered them (the content hash
@@ -36,6 +36,7 @@ INBOX_INTERVAL = 30
 INBOX_BATCH = 500
 # Minutes after which an event below the cursor that is still waiting is requested again.
 STRAGGLER_MINUTES = 10
+CATCH_UP_CRON = "30 2 * * *"
 
 
 def _file_hash(path: Path) -> str:
@@ -198,6 +199,36 @@ def inbox_sensor() -> dg.SensorDefinition:
         return dg.SensorResult(run_requests=requests, cursor=str(new_cursor))
 
     return _sensor
+
+
+def catch_up_schedule(live_streams: list[Stream], job_name: str) -> dg.ScheduleDefinition:
+    """Re-read yesterday's partition of every live stream each night, after the look-back has passed.
+
+    A change that a source indexed later than the look-back window allows is still picked up the
+    next night; the ledger absorbs everything else.
+    """
+    systems = sorted({stream.system for stream in live_streams})
+
+    @dg.schedule(name="live_catch_up_schedule", cron_schedule=CATCH_UP_CRON, execution_timezone="UTC",
+                 job_name=job_name, default_status=dg.DefaultScheduleStatus.STOPPED,
+                 required_resource_keys={*systems, "ledger", "routing"},
+                 description="Each night, re-reads yesterday's partition of every live stream from its API.")
+    def _schedule(context: dg.ScheduleEvaluationContext):
+        day = (context.scheduled_execution_time - pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+        ledger = context.resources.ledger.open()
+        routing = context.resources.routing.load()
+        for system in systems:
+            reference = f"catch-up:{day}"
+            record_trigger(ledger, kind="schedule", system=system, account=getattr(context.resources, system).account,
+                           reference=reference, owner=routing.system_owner(system), partition_key=day,
+                           run_key=f"schedule:{system}:{day}")
+            yield dg.RunRequest(
+                run_key=f"schedule:{system}:{day}", partition_key=day,
+                asset_selection=[stream.asset_key for stream in live_streams if stream.system == system],
+                tags={"connector": system, TRIGGER_TAG: trigger_tag("schedule", system, reference)},
+            )
+
+    return _schedule
 
 
 def _trigger_of(run: dg.DagsterRun) -> str | None:

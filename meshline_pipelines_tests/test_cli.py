@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from meshline_pipelines.cli import app
 from meshline_pipelines.generator.findings import found_counts
 from meshline_pipelines.ledger import Ledger
+from meshline_pipelines.triggers import read_triggers
 from meshline_pipelines_tests.loopback import serve
 from meshline_pipelines_tests.snapshots import end_state
 from meshline_pipelines_tests.stripe_mock import StripeDouble, charge
@@ -47,6 +48,10 @@ def test_demo_then_run_keeps_the_end_state(meshline_home, ledger_url):
     _invoke("run")
 
     assert end_state(ledger) == first
+    triggers = read_triggers(ledger)
+    assert set(triggers["kind"]) == {"manual"}
+    assert set(triggers["status"]) == {"succeeded"}
+    assert set(triggers["system"]) == {"shopify", "amazon", "stripe"}
     assert (meshline_home / "dagster_home" / "dagster.yaml").exists()
     ledger.dispose()
 
@@ -206,3 +211,16 @@ def test_extract_reads_credentials_from_dotenv(meshline_home, monkeypatch, tmp_p
 
     assert _measures(output)["stored (new or changed)"] == "1"
     assert "acct_1DOTENV" in output
+
+
+def test_extract_records_a_manual_trigger(meshline_home, monkeypatch, ledger_url):
+    monkeypatch.setenv("STRIPE_ACCOUNT_ID", "acct_1TRIG")
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_double")
+    double = StripeDouble()
+
+    with serve(double) as base_url:
+        _invoke("extract", "stripe", "refunds", "--base-url", base_url, "--since", "2026-11-02", "--until", "2026-11-03")
+
+    triggers = read_triggers(Ledger.connect(ledger_url))
+    assert triggers[["kind", "system", "stream", "status", "owner"]].values.tolist() == [
+        ["manual", "stripe", "refunds", "succeeded", "team:finance"]]

@@ -165,3 +165,22 @@ def test_failed_partition_opens_connector_failure(ledger_url, import_dir):
 def _file_mode(monkeypatch):
     for name in ("SHOPIFY_MODE", "AMAZON_MODE", "STRIPE_MODE"):
         monkeypatch.delenv(name, raising=False)
+
+
+def test_catch_up_schedule_rereads_yesterday(ledger_url, import_dir):
+    live = StripeApiClient(account_id="acct_1NIGHT", api_key="sk_test_double", base_url="http://127.0.0.1:9")
+    resources = _resources(import_dir, ledger_url, stripe=live)
+    definitions = build_definitions(resources)
+    schedule = definitions.resolve_schedule_def("live_catch_up_schedule")
+
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(instance=instance, resources=resources,
+                                            repository_def=definitions.get_repository_def(),
+                                            scheduled_execution_time=datetime(2026, 11, 3, 2, 30, tzinfo=timezone.utc))
+        requests = list(schedule.evaluate_tick(context).run_requests)
+
+    assert [(request.partition_key, request.run_key) for request in requests] == [
+        ("2026-11-02", "schedule:stripe:2026-11-02")]
+    assert dg.AssetKey(["stripe", "balance_transactions"]) in requests[0].asset_selection
+    assert dg.AssetKey(["shopify", "orders"]) not in requests[0].asset_selection
+    assert read_triggers(Ledger.connect(ledger_url))["kind"].tolist() == ["schedule"]
