@@ -242,3 +242,15 @@ class FieldReader:
                 "value": None if pd.isna(values[row]) else str(values[row])[:200],
                 "message": str(messages[row]),
             })
+
+
+def sum_child_money(items: pd.Series, key: str, amount_path: str, currency_path: str, column: str,
+                    line_records: pd.Series, issues: list) -> pd.Series:
+    """Sum the money in each line's `key` list (tax lines, discount allocations); 0 where it is empty."""
+    nested = children(items, key)
+    owners = pd.Series(nested.index, dtype="int64")
+    flat = flatten(nested.reset_index(drop=True))
+    read = FieldReader(flat, pd.Series(line_records.loc[owners].to_numpy(), index=flat.index), "order_lines", issues)
+    amounts = read.money(amount_path, read.currency(currency_path), column)
+    summed = amounts.groupby(owners.to_numpy()).sum(min_count=1)
+    return summed.reindex(items.index).fillna(0).astype("Int64")

@@ -25,6 +25,23 @@ class Killed(BaseException):
     """Stands for the process dying: nothing in MeshLine catches it."""
 
 
+def _kill_once(monkeypatch, method: str, call: int, work) -> None:
+    """Run `work` with the `call`-th call of the Ledger method dying, then put the method back."""
+    original = getattr(Ledger, method)
+    calls = []
+
+    def dies(self, *args, **kwargs):
+        calls.append(method)
+        if len(calls) == call:
+            raise Killed(f"killed in {method} call {call}")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Ledger, method, dies)
+    with pytest.raises(Killed):
+        work()
+    monkeypatch.setattr(Ledger, method, original)
+
+
 def checksum(ledger: Ledger) -> str:
     """Hash the ledger's end state, its audit trail (as distinct steps per record) and its watermarks."""
     state = end_state(ledger)
@@ -78,19 +95,7 @@ def test_killed_file_import_replays_clean(method, call, make_postgres_database, 
     _run_days(import_dir, clean, routing)
 
     crashed = Ledger.connect(make_postgres_database())
-    original = getattr(Ledger, method)
-    calls = []
-
-    def dies(self, *args, **kwargs):
-        calls.append(method)
-        if len(calls) == call:
-            raise Killed(f"killed in {method} call {call}")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Ledger, method, dies)
-    with pytest.raises(Killed):
-        _run_days(import_dir, crashed, routing)
-    monkeypatch.setattr(Ledger, method, original)
+    _kill_once(monkeypatch, method, call, lambda: _run_days(import_dir, crashed, routing))
     _run_days(import_dir, crashed, routing)
 
     assert checksum(crashed) == checksum(clean)
@@ -113,19 +118,7 @@ def test_killed_extraction_replays_clean(method, call, make_postgres_database, r
     clean = Ledger.connect(make_postgres_database())
     extract(clean)
     crashed = Ledger.connect(make_postgres_database())
-    original = getattr(Ledger, method)
-    calls = []
-
-    def dies(self, *args, **kwargs):
-        calls.append(method)
-        if len(calls) == call:
-            raise Killed(f"killed in {method} call {call}")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Ledger, method, dies)
-    with pytest.raises(Killed):
-        extract(crashed)
-    monkeypatch.setattr(Ledger, method, original)
+    _kill_once(monkeypatch, method, call, lambda: extract(crashed))
     extract(crashed)
 
     assert checksum(crashed) == checksum(clean)

@@ -9,22 +9,22 @@ Refunds and transactions have no list endpoint filtered by time. They are read t
 updated in the window: the refunds embedded in each order, and GET orders/{id}/transactions.json
 for each order. A new refund changes its order's update time, and so does a transaction that
 changes the order's financial status. Their cursor is the update time of the order they were read
-with, not their own `created_at`, and `ShopifyRestClient.cursor` explains why.
+with, not their own `created_at`, and `meshline_pipelines.shopify.admin` explains why.
 
 Payloads are passed on unchanged, in the shapes the file client reads, so the same mapper serves both.
 """
 
-import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field
 
+from meshline_pipelines.shopify.admin import ShopifyAdminClient
 from meshline_pipelines.sources.base import SourceBatch
 from meshline_pipelines.sources.http import Throttle
-from meshline_pipelines.sources.live import LiveClient, Window, iso_utc, parse_cursor
+from meshline_pipelines.sources.live import Window, iso_utc, parse_cursor
 
 CALL_LIMIT_HEADER = "X-Shopify-Shop-Api-Call-Limit"
 # Shopify accepts at most 50 IDs in the `location_ids` filter of inventory_levels.json.
@@ -39,8 +39,6 @@ CURSOR_FIELDS = {
     "inventory_levels": "updated_at",
     "products": "updated_at",
 }
-READ_THROUGH_ORDERS = ("refunds", "transactions")
-SHOP_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 
 
 def parse_call_limit(value: str | None) -> tuple[int, int] | None:
@@ -72,23 +70,9 @@ def next_page_info(response: httpx.Response) -> str | None:
     return None
 
 
-class ShopifyRestClient(LiveClient):
-    """The Admin REST API of one shop: orders, refunds, transactions, customers, inventory levels and products.
+class ShopifyRestClient(ShopifyAdminClient):
+    """The Admin REST API of one shop: orders, refunds, transactions, customers, inventory levels and products."""
 
-    One client reads one stream at a time, because the order update times that give refunds and
-    transactions their cursors are kept from one `pages()` call to the `cursor()` calls after it.
-    """
-
-    shop: str = Field(
-        description="The shop's myshopify.com domain, e.g. jsmith.myshopify.com. It is part of every record's identity."
-    )
-    access_token: str = Field(
-        repr=False, description="An Admin API access token with read scopes for every stream. Set SHOPIFY_ACCESS_TOKEN."
-    )
-    api_version: str = Field(
-        default="2026-07", pattern=r"^(\d{4}-\d{2}|unstable)$",
-        description="Admin API version in the request path, e.g. 2026-07.",
-    )
     page_size: int = Field(default=250, ge=1, le=250,
                            description="Records per page, from 1 to Shopify's maximum of 250.")
     leak_rate: float = Field(
@@ -101,30 +85,6 @@ class ShopifyRestClient(LiveClient):
         description="Share of the request bucket the client may fill. Above it, the client pauses after "
         "each response until the bucket has drained back to this share.",
     )
-
-    system: ClassVar[str] = "shopify"
-    base_url_setting: ClassVar[str] = "SHOPIFY_API_BASE_URL"
-    credential_settings: ClassVar[tuple[str, ...]] = ("SHOPIFY_ACCESS_TOKEN",)
-    # Shopify Payments payouts and balance transactions are read from files only, by ShopifyFileClient.
-    streams: ClassVar[tuple[str, ...]] = tuple(CURSOR_FIELDS)
-
-    # Order ID to the update time of that order in the last orders read for refunds or transactions.
-    _order_updated_at: dict[str, datetime] = PrivateAttr(default_factory=dict)
-
-    @field_validator("shop")
-    @classmethod
-    def _check_shop(cls, value: str) -> str:
-        if not SHOP_DOMAIN.fullmatch(value):
-            raise ValueError(f"shop {value!r} is not a domain name: give the myshopify.com domain alone, "
-                             "e.g. jsmith.myshopify.com, without https:// or a path")
-        return value
-
-    @property
-    def account(self) -> str:
-        return self.shop
-
-    def session_options(self) -> dict[str, Any]:
-        return {"headers": {"X-Shopify-Access-Token": self.access_token}, "throttle": self.pace}
 
     def pace(self, response: httpx.Response) -> Throttle | None:
         """Compute a pause that lets Shopify's request bucket drain when the call-limit header shows it nearly full.
@@ -143,26 +103,11 @@ class ShopifyRestClient(LiveClient):
         return Throttle(wait=(used - allowed) / self.leak_rate, retry=False,
                         reason=f"{CALL_LIMIT_HEADER} is {header}")
 
-    def cursor(self, stream: str, payload: Any) -> datetime | None:
-        """Return the record's update time, or for a refund or transaction, the update time of its order.
+    def time_field(self, stream: str) -> str:
+        return CURSOR_FIELDS[stream]
 
-        Refunds and transactions are found through their order's update, and their own
-        `created_at` can be much older, as when an order is edited weeks after its payment.
-        With their own time, `fetch()` would drop them from the window that read them, and an
-        earlier window no longer lists the order once its update time has moved on, so no
-        partition would keep them. The order's update time keeps them in the window they were
-        read in, and on the time axis of the request, so a watermark taken from them is one the
-        next request can continue from. The cost is that they are read again each time their
-        order changes, and the ledger keeps one copy of an unchanged version. A payload that did
-        not come through this client's last `pages()` call falls back to its `created_at`.
-        """
-        if not isinstance(payload, dict):
-            return None
-        if stream in READ_THROUGH_ORDERS:
-            order_updated_at = self._order_updated_at.get(str(payload.get("order_id")))
-            if order_updated_at is not None:
-                return order_updated_at
-        return parse_cursor(payload.get(CURSOR_FIELDS[stream]))
+    def order_id_of(self, payload: dict) -> str | None:
+        return payload.get("order_id")
 
     def pages(self, stream: str, window: Window) -> Iterator[SourceBatch]:
         if stream == "refunds":

@@ -14,7 +14,7 @@ was read in pages or by a bulk operation, so both reads of a record give one pay
 order's refunds and transactions are lists in the schema, returned whole without paging.
 
 Refunds and transactions are read through the orders updated in the window, as the REST client
-reads them, and their cursor is their order's update time: `ShopifyRestClient.cursor` explains why.
+reads them, and their cursor is their order's update time: `meshline_pipelines.shopify.admin` explains why.
 
 Shopify limits each app and shop by query cost, and every response reports the cost bucket in
 `extensions.cost`. The client pauses when fewer points are left than the query just sent
@@ -32,26 +32,24 @@ operation may be another MeshLine backfill that is hours from done, and it does 
 
 import json
 import logging
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field, PrivateAttr
 
+from meshline_pipelines.shopify.admin import READ_THROUGH_ORDERS, ShopifyAdminClient
 from meshline_pipelines.shopify.normalize_graphql import global_id_type, numeric_id
 from meshline_pipelines.sources.base import SourceBatch
 from meshline_pipelines.sources.http import (
     ApiAuthError, ApiError, ApiRequestError, ApiResponseError, ApiSession, RetryPolicy, Throttle,
 )
-from meshline_pipelines.sources.live import LiveClient, Window, iso_utc, parse_cursor
+from meshline_pipelines.sources.live import Window, iso_utc, parse_cursor
 
 log = logging.getLogger(__name__)
 
-SHOP_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
-READ_THROUGH_ORDERS = ("refunds", "transactions")
 BULK_ACTIVE_STATUSES = frozenset({"CREATED", "RUNNING", "CANCELING"})
 BULK_FAILED_STATUSES = frozenset({"FAILED", "CANCELED", "EXPIRED"})
 # Records per batch when a bulk operation's file is passed on, so a backfill is stored in parts.
@@ -322,23 +320,9 @@ def rebuild_bulk_records(text: str, connections: dict[str, NestedConnection]) ->
     return roots, len(objects)
 
 
-class ShopifyGraphqlClient(LiveClient):
-    """The GraphQL Admin API of one shop: orders, refunds, transactions, customers, inventory levels and products.
+class ShopifyGraphqlClient(ShopifyAdminClient):
+    """The GraphQL Admin API of one shop: orders, refunds, transactions, customers, inventory levels and products."""
 
-    One client reads one stream at a time, because the order update times that give refunds and
-    transactions their cursors are kept from one `pages()` call to the `cursor()` calls after it.
-    """
-
-    shop: str = Field(
-        description="The shop's myshopify.com domain, e.g. jsmith.myshopify.com. It is part of every record's identity."
-    )
-    access_token: str = Field(
-        repr=False, description="An Admin API access token with read scopes for every stream. Set SHOPIFY_ACCESS_TOKEN."
-    )
-    api_version: str = Field(
-        default="2026-07", pattern=r"^(\d{4}-\d{2}|unstable)$",
-        description="Admin API version in the request path, e.g. 2026-07.",
-    )
     # NOTE: the page sizes are estimates, not measured. They aim to keep an orders query with its
     # line items under the 1,000-point maximum that Shopify is reported to accept for one query's
     # requested cost. A query above it fails with MAX_COST_EXCEEDED, and the error names these settings.
@@ -369,32 +353,8 @@ class ShopifyGraphqlClient(LiveClient):
         description="Seconds to wait for a bulk operation before the run fails; the operation keeps running at Shopify.",
     )
 
-    system: ClassVar[str] = "shopify"
-    base_url_setting: ClassVar[str] = "SHOPIFY_API_BASE_URL"
-    credential_settings: ClassVar[tuple[str, ...]] = ("SHOPIFY_ACCESS_TOKEN",)
-    # Shopify Payments payouts and balance transactions are read from files only, by ShopifyFileClient.
-    streams: ClassVar[tuple[str, ...]] = ("orders", "refunds", "transactions", "customers", "inventory_levels",
-                                          "products")
-
-    # Order ID to the update time of that order in the last orders read for refunds or transactions.
-    _order_updated_at: dict[str, datetime] = PrivateAttr(default_factory=dict)
     # The last response `pace` parsed and its body, so the body is parsed once.
     _parsed: tuple[httpx.Response, Any] | None = PrivateAttr(default=None)
-
-    @field_validator("shop")
-    @classmethod
-    def _check_shop(cls, value: str) -> str:
-        if not SHOP_DOMAIN.fullmatch(value):
-            raise ValueError(f"shop {value!r} is not a domain name: give the myshopify.com domain alone, "
-                             "e.g. jsmith.myshopify.com, without https:// or a path")
-        return value
-
-    @property
-    def account(self) -> str:
-        return self.shop
-
-    def session_options(self) -> dict[str, Any]:
-        return {"headers": {"X-Shopify-Access-Token": self.access_token}, "throttle": self.pace}
 
     def path(self) -> str:
         return f"/admin/api/{self.api_version}/graphql.json"
@@ -476,21 +436,11 @@ class ShopifyGraphqlClient(LiveClient):
 
     # Streams
 
-    def cursor(self, stream: str, payload: Any) -> datetime | None:
-        """Return the record's update time, or for a refund or transaction, the update time of its order.
+    def time_field(self, stream: str) -> str:
+        return "createdAt" if stream in READ_THROUGH_ORDERS else "updatedAt"
 
-        Refunds and transactions use their order's update time, for the reason given in
-        `ShopifyRestClient.cursor`. One that did not come through this client's last `pages()`
-        call falls back to its `createdAt`.
-        """
-        if not isinstance(payload, dict):
-            return None
-        if stream in READ_THROUGH_ORDERS:
-            order_id = numeric_id(_dig(payload, "order", "id"))
-            if order_id in self._order_updated_at:
-                return self._order_updated_at[order_id]
-            return parse_cursor(payload.get("createdAt"))
-        return parse_cursor(payload.get("updatedAt"))
+    def order_id_of(self, payload: dict) -> str | None:
+        return numeric_id(_dig(payload, "order", "id"))
 
     def pages(self, stream: str, window: Window) -> Iterator[SourceBatch]:
         if stream == "inventory_levels":

@@ -9,7 +9,7 @@ import pandas as pd
 from meshline_pipelines.ledger.store import row_hashes
 from meshline_pipelines.normalize import (
     RECORD, FieldReader, MapContext, Normalized, children, explode, extra_fields, flatten, in_model_order, record_hashes,
-    timestamp_versions, with_identity,
+    sum_child_money, timestamp_versions, with_identity,
 )
 
 ORDER_MONEY_SETS = {
@@ -23,18 +23,6 @@ ORDER_FIELDS = {
     "id", "name", "financial_status", "fulfillment_status", "email", "customer", "created_at", "updated_at",
     "cancelled_at", "line_items", "refunds", *ORDER_MONEY_SETS.values(),
 }
-
-
-def _sum_child_money(items: pd.Series, key: str, amount_path: str, currency_path: str, column: str,
-                     line_records: pd.Series, issues: list) -> pd.Series:
-    """Sum the money in each line's `key` list (tax lines, discount allocations); 0 where it is empty."""
-    nested = children(items, key)
-    owners = pd.Series(nested.index, dtype="int64")
-    flat = flatten(nested.reset_index(drop=True))
-    read = FieldReader(flat, pd.Series(line_records.loc[owners].to_numpy(), index=flat.index), "order_lines", issues)
-    amounts = read.money(amount_path, read.currency(currency_path), column)
-    summed = amounts.groupby(owners.to_numpy()).sum(min_count=1)
-    return summed.reindex(items.index).fillna(0).astype("Int64")
 
 
 def normalize_orders(records: pd.DataFrame, context: MapContext) -> Normalized:
@@ -87,10 +75,10 @@ def _order_lines(payloads: pd.Series, context: MapContext, issues: list) -> pd.D
     lines["currency"] = currency
     lines["unit_price_amount"] = unit_price
     lines["line_total_amount"] = unit_price * quantity
-    lines["discount_amount"] = _sum_child_money(
+    lines["discount_amount"] = sum_child_money(
         items, "discount_allocations", "amount_set.shop_money.amount", "amount_set.shop_money.currency_code",
         "discount_amount", parents, issues)
-    lines["tax_amount"] = _sum_child_money(
+    lines["tax_amount"] = sum_child_money(
         items, "tax_lines", "price_set.shop_money.amount", "price_set.shop_money.currency_code", "tax_amount",
         parents, issues)
     lines = with_identity(lines, context, read.text("id"), parents)

@@ -20,8 +20,8 @@ import pandas as pd
 
 from meshline_pipelines.ledger.store import row_hashes
 from meshline_pipelines.normalize import (
-    RECORD, FieldReader, MapContext, Normalized, children, explode, extra_fields, flatten, in_model_order, record_hashes,
-    timestamp_versions, with_identity,
+    RECORD, FieldReader, MapContext, Normalized, explode, extra_fields, flatten, in_model_order, record_hashes,
+    sum_child_money, timestamp_versions, with_identity,
 )
 from meshline_pipelines.streams import id_at
 
@@ -174,18 +174,6 @@ def _enum_text(values: pd.Series) -> pd.Series:
     return values.str.lower()
 
 
-def _sum_child_money(items: pd.Series, key: str, amount_path: str, currency_path: str, column: str,
-                     line_records: pd.Series, issues: list) -> pd.Series:
-    """Sum the money in each line's `key` list (tax lines, discount allocations); 0 where it is empty."""
-    nested = children(items, key)
-    owners = pd.Series(nested.index, dtype="int64")
-    flat = flatten(nested.reset_index(drop=True))
-    read = FieldReader(flat, pd.Series(line_records.loc[owners].to_numpy(), index=flat.index), "order_lines", issues)
-    amounts = read.money(amount_path, read.currency(currency_path), column)
-    summed = amounts.groupby(owners.to_numpy()).sum(min_count=1)
-    return summed.reindex(items.index).fillna(0).astype("Int64")
-
-
 def normalize_orders(records: pd.DataFrame, context: MapContext) -> Normalized:
     issues: list[dict] = []
     payloads = records["payload"]
@@ -242,10 +230,10 @@ def _order_lines(payloads: pd.Series, order_ids: pd.Series, context: MapContext,
     lines["currency"] = currency
     lines["unit_price_amount"] = unit_price
     lines["line_total_amount"] = unit_price * quantity
-    lines["discount_amount"] = _sum_child_money(
+    lines["discount_amount"] = sum_child_money(
         items, "discountAllocations", "allocatedAmountSet.shopMoney.amount",
         "allocatedAmountSet.shopMoney.currencyCode", "discount_amount", parents, issues)
-    lines["tax_amount"] = _sum_child_money(
+    lines["tax_amount"] = sum_child_money(
         items, "taxLines", "priceSet.shopMoney.amount", "priceSet.shopMoney.currencyCode", "tax_amount",
         parents, issues)
     lines = with_identity(lines, context, _ids(read, "", "source_id"), parents)

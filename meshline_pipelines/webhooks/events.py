@@ -6,21 +6,18 @@ signature gets the same response whatever its headers or body contain.
 
 import json
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from meshline_pipelines.webhooks.inbox import InboxEvent
+from meshline_pipelines.shopify.shops import SHOP_DOMAIN
 from meshline_pipelines.webhooks.signatures import (
     InvalidSignature, TimestampOutsideTolerance, verify_shopify, verify_stripe,
 )
 
 log = logging.getLogger(__name__)
 
-# The rule of `SHOP_DOMAIN` in meshline_pipelines/shopify/api.py, copied because importing that
-# module loads Dagster into the receiver: labels of letters, digits and inner hyphens, at least two.
-SHOP_DOMAIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 
 
 class Rejected(Exception):
