@@ -96,6 +96,7 @@ exceptions = sa.Table(
     sa.Column("last_seen_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.Column("run_id", sa.Text(), nullable=True),
+    sa.Column("closed_at", UtcDateTime, nullable=True),
     sa.Index(None, "status", "owner"),
 )
 
@@ -178,4 +179,22 @@ triggers = sa.Table(
     sa.Column("details", sa.Text(), nullable=True),
     sa.UniqueConstraint("kind", "system", "reference"),
     sa.Index(None, "system", "record_id"),
+)
+
+# Every change of an exception's status, owner or outcome: who, why, when, and the run it launched.
+exception_transitions = sa.Table(
+    "exception_transitions",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("exception_id", sa.Integer(), nullable=False),
+    sa.Column("action", sa.Text(), nullable=False),
+    sa.Column("from_status", sa.Text(), nullable=True),
+    sa.Column("to_status", sa.Text(), nullable=False),
+    sa.Column("from_owner", sa.Text(), nullable=True),
+    sa.Column("to_owner", sa.Text(), nullable=True),
+    sa.Column("actor", sa.Text(), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=True),
+    sa.Column("run_id", sa.Text(), nullable=True),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Index(None, "exception_id", "id"),
 )
