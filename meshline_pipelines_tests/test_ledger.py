@@ -130,8 +130,8 @@ def test_exception_opens_once_per_fingerprint(ledger, routing, import_dir):
     second = run("shopify", "orders", import_dir, ledger, routing)
 
     exceptions = ledger.read_exceptions()
-    assert first.exceptions == {"opened": 1, "seen_again": 0}
-    assert second.exceptions == {"opened": 0, "seen_again": 1}
+    assert first.exceptions == {"opened": 1, "seen_again": 0, "reopened": 0}
+    assert second.exceptions == {"opened": 0, "seen_again": 1, "reopened": 0}
     assert len(exceptions) == 1
     assert exceptions.iloc[0]["occurrences"] == 2
     assert exceptions.iloc[0]["status"] == "open"
@@ -202,3 +202,19 @@ def test_chunked_partition_over_maximum_stores_nothing(ledger, routing, import_d
     assert result.quarantined
     assert ledger.read_table("orders").empty
     assert len(ledger.read_raw(system="shopify")) == 12
+
+
+def test_replaying_an_older_snapshot_keeps_the_newer_one(ledger, routing, import_dir):
+    header = "seller-sku\tfulfillment-channel-sku\tasin\tcondition-type\tWarehouse-Condition-code\tQuantity Available\n"
+    for day, quantity in (("2026-11-24", 100), ("2026-11-25", 87)):
+        drop_file(import_dir, "amazon", "GET_AFN_INVENTORY_DATA.csv", partition=day,
+                  content=(header + f"sku-1\tfnsku-1\tasin-1\tNewItem\tSELLABLE\t{quantity}\n").encode())
+    run("amazon", "inventory", import_dir, ledger, routing, partition="2026-11-24")
+    run("amazon", "inventory", import_dir, ledger, routing, partition="2026-11-25")
+
+    replay = run("amazon", "inventory", import_dir, ledger, routing, partition="2026-11-24")
+
+    level = ledger.read_table("inventory_levels").iloc[0]
+    assert level["available"] == 87
+    assert level["partition_key"] == "2026-11-25"
+    assert replay.stored["inventory_levels"].counts()["stale"] == 1

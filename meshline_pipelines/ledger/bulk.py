@@ -28,6 +28,7 @@ def _decision_sql(staging: str, target: str) -> str:
                    WHEN t.content_hash = s.content_hash THEN 'absorbed'
                    WHEN {both_timestamps} AND s.version {BYTEWISE} < t.version THEN 'stale'
                    WHEN {both_timestamps} AND s.version = t.version THEN 'conflict'
+                   WHEN NOT ({both_timestamps}) AND s.partition_key {BYTEWISE} < t.partition_key THEN 'stale'
                    ELSE 'updated'
                END AS decision
         FROM {staging} AS s LEFT JOIN {target} AS t ON {keys}
@@ -45,6 +46,7 @@ def _merge_sql(staging: str, target: sa.Table, columns: list[str]) -> str:
         ON CONFLICT ({", ".join(KEY_COLUMNS)}) DO UPDATE SET {updates}
         WHERE {existing}.content_hash <> EXCLUDED.content_hash
           AND NOT ({both_timestamps} AND EXCLUDED.version {BYTEWISE} <= {existing}.version)
+          AND NOT (NOT ({both_timestamps}) AND EXCLUDED.partition_key {BYTEWISE} < {existing}.partition_key)
     """
 
 

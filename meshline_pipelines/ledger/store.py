@@ -23,7 +23,7 @@ from meshline_pipelines.canonical.schemas import CANONICAL_MODELS, model_columns
 from meshline_pipelines.ledger import migrate
 from meshline_pipelines.ledger.bulk import copy_and_merge, copy_new_rows, copy_rows
 from meshline_pipelines.ledger.tables import (
-    CANONICAL_TABLES, KEY_COLUMNS, audit_events, exceptions, raw_payloads, watermarks,
+    CANONICAL_TABLES, KEY_COLUMNS, audit_events, exception_transitions, exceptions, raw_payloads, watermarks,
 )
 
 log = logging.getLogger(__name__)
@@ -184,8 +184,9 @@ class Ledger:
         audit events that `audit` builds from the decisions, so a crash leaves all or none of them.
 
         Same content as stored: absorbed. Older version than stored: stale, never overwrites.
-        Same version, other content: conflict, the stored row stays. Newer version, or a content-hash
-        version that differs: updated.
+        Same version, other content: conflict, the stored row stays. Newer version: updated. A
+        content-hash version that differs is stale from an earlier partition than the stored row's,
+        and updated otherwise.
         """
         if frame.empty:
             if watermark is not None:
@@ -209,7 +210,7 @@ class Ledger:
                 decisions = copy_and_merge(connection, table, writes).astype({"decision": "string"})
             else:
                 stored = self._stored_versions(connection, table, incoming)
-                decisions = _decide(incoming, stored)
+                decisions = _decide(incoming, stored, partition_key)
                 inserts = writes[decisions["decision"] == INSERTED]
                 updates = writes[decisions["decision"] == UPDATED]
                 if not inserts.empty:
@@ -303,19 +304,24 @@ class Ledger:
     # Exceptions and audit events
 
     def open_exceptions(self, opened: pd.DataFrame, *, run_id: str | None) -> dict[str, int]:
-        """Open each exception once per fingerprint; a repeat updates `last_seen_at` and `occurrences`."""
+        """Open each exception once per fingerprint; a repeat updates `last_seen_at` and `occurrences`.
+
+        A closed exception whose problem is seen again reopens, with a new due time and a
+        `reopen` transition; one approved or rejected stays as decided.
+        """
         if opened.empty:
-            return {"opened": 0, "seen_again": 0}
+            return {"opened": 0, "seen_again": 0, "reopened": 0}
         opened = opened.drop_duplicates("fingerprint")
         now = utc_now()
         with self.engine.begin() as connection:
             fingerprints = opened["fingerprint"].tolist()
-            known: set[str] = set()
+            known: dict[str, tuple[int, str, str]] = {}
             for start in range(0, len(fingerprints), KEY_CHUNK):
-                query = sa.select(exceptions.c.fingerprint).where(
+                query = sa.select(exceptions.c.fingerprint, exceptions.c.id, exceptions.c.status,
+                                  exceptions.c.owner).where(
                     exceptions.c.fingerprint.in_(fingerprints[start:start + KEY_CHUNK])
                 )
-                known.update(connection.execute(query).scalars())
+                known.update({row.fingerprint: (row.id, row.status, row.owner) for row in connection.execute(query)})
 
             fresh = opened[~opened["fingerprint"].isin(known)].assign(
                 status="open", attempts=0, occurrences=1, opened_at=now, last_seen_at=now, updated_at=now,
@@ -333,7 +339,19 @@ class Ledger:
                     .values(last_seen_at=now, occurrences=exceptions.c.occurrences + 1),
                     [{"key_fingerprint": fingerprint} for fingerprint in seen_again],
                 )
-        return {"opened": len(fresh), "seen_again": len(seen_again)}
+
+            due_after = opened.set_index("fingerprint")["due_after"]
+            reopened = [fingerprint for fingerprint in seen_again if known[fingerprint][1] == "closed"]
+            for fingerprint in reopened:
+                exception_id, _, owner = known[fingerprint]
+                connection.execute(exceptions.update().where(exceptions.c.id == exception_id).values(
+                    status="open", outcome=None, closed_at=None, updated_at=now, due_at=now + due_after[fingerprint],
+                    run_id=run_id))
+                connection.execute(exception_transitions.insert().values(
+                    exception_id=exception_id, action="reopen", from_status="closed", to_status="open",
+                    from_owner=owner, to_owner=owner, actor="meshline", run_id=run_id, at=now,
+                    reason="the problem was seen again after the exception was closed"))
+        return {"opened": len(fresh), "seen_again": len(seen_again), "reopened": len(reopened)}
 
     def read_exceptions(self, *, status: str | None = None) -> pd.DataFrame:
         query = sa.select(exceptions).order_by(exceptions.c.due_at, exceptions.c.id)
@@ -370,20 +388,23 @@ class Ledger:
         return pd.DataFrame(parts, columns=["system", "entity", "records"])
 
 
-def _decide(incoming: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
+def _decide(incoming: pd.DataFrame, stored: pd.DataFrame, partition_key: str) -> pd.DataFrame:
     merged = incoming[[*KEY_COLUMNS, "version", "content_hash"]].merge(
         stored, on=KEY_COLUMNS, how="left", suffixes=("", "_stored")
     )
     timestamps = is_timestamp_version(merged["version"]) & is_timestamp_version(merged["version_stored"])
 
-    # NOTE: content-hash versions cannot be ordered, so a differing one replaces the stored row and
-    # the file or response read last wins. Only update-time versions can be stale or conflict.
+    # Content-hash versions cannot be ordered by themselves, so their partitions order them: a
+    # differing version from an earlier partition than the stored one is stale (a replay of an
+    # old day never brings back an old inventory snapshot), and within one partition the file or
+    # response read last wins.
     decision = pd.Series(UPDATED, index=merged.index, dtype="string")
     decision[merged["version_stored"].isna()] = INSERTED
     present = merged["version_stored"].notna()
     same_content = present & (merged["content_hash"] == merged["content_hash_stored"]).fillna(False)
     decision[present & timestamps & (merged["version"] < merged["version_stored"]).fillna(False)] = STALE
     decision[present & timestamps & (merged["version"] == merged["version_stored"]).fillna(False)] = CONFLICT
+    decision[present & ~timestamps & (merged["partition_key"] > partition_key).fillna(False)] = STALE
     decision[same_content] = ABSORBED
 
     return merged[KEY_COLUMNS].assign(decision=decision, version=merged["version"],
