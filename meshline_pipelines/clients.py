@@ -121,7 +121,8 @@ def live_client(system: str, *, base_url: str | None = None, resolve_secrets: bo
     """Build the system's API client from its settings, whatever its mode; `base_url` overrides the configured one."""
     if system not in LIVE_CLIENTS:
         raise SettingError(f"unknown system {system!r}: expected one of {', '.join(LIVE_CLIENTS)}")
-    return LIVE_CLIENTS[system](Settings(resolve_secrets=resolve_secrets), base_url)
+    client = LIVE_CLIENTS[system](Settings(resolve_secrets=resolve_secrets), base_url)
+    return client.from_option("--base-url") if base_url else client
 
 
 def source_clients() -> dict[str, SourceClient]:

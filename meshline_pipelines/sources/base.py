@@ -23,6 +23,7 @@ class SourceBatch:
     fetched_at: datetime | None = None
     error: str | None = None
     raw_text: str | None = None  # the unreadable body, kept so the raw landing loses nothing
+    outside_window: int = 0  # records the response held that belong to another window, not passed on
 
 
 class SourceClient(dg.ConfigurableResource):

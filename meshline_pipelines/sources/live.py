@@ -91,6 +91,7 @@ class LiveClient(SourceClient):
     _transport: httpx.BaseTransport | None = PrivateAttr(default=None)
     _sleep: Any = PrivateAttr(default=None)
     _session: ApiSession | None = PrivateAttr(default=None)
+    _base_url_source: str | None = PrivateAttr(default=None)
 
     def with_transport(self, transport: httpx.BaseTransport, sleep=None) -> "LiveClient":
         """Send every request through `transport` and wait with `sleep`; tests serve recorded responses this way.
@@ -103,12 +104,19 @@ class LiveClient(SourceClient):
         self._session = None
         return self
 
+    def from_option(self, option: str) -> "LiveClient":
+        """Name the command-line option that set `base_url`, so errors point at it instead of the setting."""
+        self._base_url_source = option
+        self._session = None
+        return self
+
     def session(self) -> ApiSession:
         if self._session is None:
             extra = {"sleep": self._sleep} if self._sleep else {}
             self._session = ApiSession(
                 system=self.system, account=self.account, base_url=self.base_url,
-                base_url_setting=self.base_url_setting, credential_settings=self.credential_settings,
+                base_url_setting=self._base_url_source or self.base_url_setting,
+                credential_settings=self.credential_settings,
                 timeout=self.timeout_seconds, retry=RetryPolicy(max_attempts=self.max_attempts),
                 transport=self._transport, **self.session_options(), **extra,
             )
@@ -141,6 +149,7 @@ class LiveClient(SourceClient):
                 moment = self.cursor(stream, payload)
                 if moment is None or window.contains(moment):
                     inside.append(payload)
+            batch.outside_window = len(batch.records) - len(inside)
             batch.records = inside
             yield batch
 
