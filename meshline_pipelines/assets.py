@@ -4,9 +4,10 @@ import dagster as dg
 
 from meshline_pipelines.canonical.schemas import CANONICAL_MODELS
 from meshline_pipelines.checks import schema_check_spec
-from meshline_pipelines.ingest import StreamRun, run_stream
+from meshline_pipelines.ingest import StreamRun, run_batches, run_stream
 from meshline_pipelines.ledger.store import INSERTED, UPDATED
 from meshline_pipelines.partitions import daily_partitions
+from meshline_pipelines.replay import RAW_SOURCE, SOURCE_TAG, raw_batches
 from meshline_pipelines.sources.http import ApiAuthError, ApiRequestError, ApiResponseError
 from meshline_pipelines.streams import Stream
 
@@ -65,17 +66,19 @@ def stream_asset(stream: Stream, *, client_key: str, owners: list[str]) -> dg.As
     )
     def _asset(context: dg.AssetExecutionContext):
         routing_resource = context.resources.routing
+        client = getattr(context.resources, client_key)
+        ledger = context.resources.ledger.open()
+        options = dict(partition_key=context.partition_key, run_id=context.run.run_id,
+                       max_failure_rate=routing_resource.failure_rate_limit(), logger=context.log)
         try:
-            run = run_stream(
-                stream,
-                getattr(context.resources, client_key),
-                context.resources.ledger.open(),
-                routing_resource.load(),
-                partition_key=context.partition_key,
-                run_id=context.run.run_id,
-                max_failure_rate=routing_resource.failure_rate_limit(),
-                logger=context.log,
-            )
+            if context.run.tags.get(SOURCE_TAG) == RAW_SOURCE:
+                # A replay: the payloads landed for this partition, without calling the source.
+                def read():
+                    return raw_batches(ledger, stream.system, client.account, stream.name, context.partition_key)
+
+                run = run_batches(stream, client.account, read, ledger, routing_resource.load(), **options)
+            else:
+                run = run_stream(stream, client, ledger, routing_resource.load(), **options)
         except PERMANENT_ERRORS as exc:
             # Credentials, settings or a body the API should never send: a retry would fail the same way.
             raise dg.Failure(description=str(exc), allow_retries=False) from exc

@@ -17,6 +17,8 @@ from meshline_pipelines.canonical.schemas import CANONICAL_MODELS, model_columns
 from meshline_pipelines.demo import read_manifest
 from meshline_pipelines.generator.findings import planted_and_found
 from meshline_pipelines.money import format_minor
+from meshline_pipelines.queue import ACTIVE as ACTIVE_STATUSES
+from meshline_pipelines.queue import STATUSES as QUEUE_STATUSES
 from meshline_pipelines.routing import EXCEPTION_KINDS
 from meshline_pipelines.webhooks.inbox import STATUSES as INBOX_STATUSES
 from meshline_pipelines.webhooks.inbox import read_inbox
@@ -56,7 +58,7 @@ TABLE_COLUMNS = {
     "payouts": ["status", "amount", "currency", "payout_date"],
     "payout_lines": ["payout_source_id", "type", "amount", "fee_amount", "currency", "processed_at"],
 }
-EXCEPTION_COLUMNS = ["id", "kind", "system", "entity", "record_id", "partition_key", "owner", "decision_owner",
+EXCEPTION_COLUMNS = ["id", "kind", "system", "account", "entity", "record_id", "partition_key", "owner", "decision_owner",
                      "status", "due_at", "reason"]
 SYSTEMS = ["shopify", "amazon", "stripe"]
 
@@ -290,7 +292,8 @@ def extract(
                        details={"command": "meshline extract", "since": since, "until": until})
 
         def progress(batch) -> None:
-            console.print(f"  {batch.origin}: {_plural(len(batch.records), 'record')}")
+            elsewhere = f" ({batch.outside_window} outside the window)" if batch.outside_window else ""
+            console.print(f"  {batch.origin}: {_plural(len(batch.records), 'record')}{elsewhere}")
 
         extraction = extract_stream(chosen, client, ledger, routing.load(), since=window_start, until=window_end,
                                     max_failure_rate=routing.failure_rate_limit(), on_page=progress)
@@ -315,6 +318,8 @@ def extract(
 def records(
     entity: str = typer.Argument(..., help=f"Canonical entity: {', '.join(CANONICAL_MODELS)}."),
     system: str = typer.Option(None, "--system", "-s", help="Only records of this system, e.g. shopify."),
+    account: str = typer.Option(None, "--account", "-a", help="Only records of this account, e.g. a shop domain."),
+    limit: int = typer.Option(None, "--limit", "-n", min=1, help="Print at most this many records."),
     output: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
 ) -> None:
     """Print canonical records; amounts are exact decimal strings next to their currency codes."""
@@ -322,11 +327,16 @@ def records(
         console.print(f"[red]error:[/red] unknown entity {entity!r}: expected one of {', '.join(CANONICAL_MODELS)}")
         raise typer.Exit(2)
     _check_system(system)
-    rows = records_for_display(_ledger().read_table(entity, system=system), entity)
+    frame = _ledger().read_table(entity, system=system)
+    if account is not None:
+        frame = frame[frame["account"] == account]
+    total = len(frame)
+    rows = records_for_display(frame.head(limit) if limit else frame, entity)
     if output is OutputFormat.json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    _print_table(f"{entity} ({len(rows)})", rows, ["system", "source_id", *TABLE_COLUMNS[entity]])
+    shown = f"{len(rows)} of {total}" if len(rows) < total else str(total)
+    _print_table(f"{entity} ({shown})", rows, ["system", "account", "source_id", *TABLE_COLUMNS[entity]])
 
 
 @exceptions_app.command("list")
@@ -335,6 +345,7 @@ def list_exceptions(
     kind: str = typer.Option(None, "--kind", help=f"Only this kind: {', '.join(EXCEPTION_KINDS)}."),
     system: str = typer.Option(None, "--system", "-s", help="Only exceptions of this system, e.g. shopify."),
     owner: str = typer.Option(None, "--owner", help="Only exceptions owned by this owner, e.g. team:data-ops."),
+    overdue: bool = typer.Option(False, "--overdue", help="Only active exceptions past their due time."),
     output: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
 ) -> None:
     """List exceptions, soonest due first."""
@@ -342,10 +353,15 @@ def list_exceptions(
     if kind is not None and kind not in EXCEPTION_KINDS:
         console.print(f"[red]error:[/red] unknown kind {kind!r}: expected one of {', '.join(EXCEPTION_KINDS)}")
         raise typer.Exit(2)
+    if status is not None and status not in QUEUE_STATUSES:
+        console.print(f"[red]error:[/red] unknown status {status!r}: expected one of {', '.join(QUEUE_STATUSES)}")
+        raise typer.Exit(2)
     frame = _ledger().read_exceptions(status=status)
     for column, value in (("kind", kind), ("system", system), ("owner", owner)):
         if value is not None:
             frame = frame[frame[column] == value]
+    if overdue:
+        frame = frame[frame["status"].isin(ACTIVE_STATUSES) & (frame["due_at"] < pd.Timestamp.now(tz="UTC"))]
 
     if output is OutputFormat.json:
         for column in ("due_at", "opened_at", "last_seen_at", "updated_at"):
@@ -358,6 +374,166 @@ def list_exceptions(
     frame["due_at"] = frame["due_at"].dt.strftime("%Y-%m-%d %H:%M UTC")
     rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
     _print_table(f"exceptions ({len(rows)})", rows, EXCEPTION_COLUMNS)
+
+
+ACTOR_OPTION = typer.Option(None, "--actor", help="Who decides; default: the operating-system user.")
+REASON_OPTION = typer.Option(None, "--reason", "-r", help="Why, recorded with the decision.")
+
+
+def _decide(action, *arguments, **options) -> None:
+    """Apply a queue action and print the transition; a forbidden one exits with its reason."""
+    from meshline_pipelines.queue import ExceptionNotFound, TransitionError
+
+    try:
+        done = action(*arguments, **options)
+    except (TransitionError, ExceptionNotFound) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    for step in done if isinstance(done, list) else [done]:
+        owner = f", owner {step.from_owner} -> {step.to_owner}" if step.to_owner != step.from_owner else ""
+        console.print(f"exception {step.exception_id}: {step.action}, {step.from_status} -> {step.to_status}{owner}")
+
+
+@exceptions_app.command("show")
+def show_exception(
+    exception_id: int = typer.Argument(..., help="The exception's ID, from `meshline exceptions list`."),
+    output: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
+) -> None:
+    """Show one exception with every decision taken on it."""
+    from meshline_pipelines.queue import ExceptionNotFound, allowed_actions, get_exception, read_transitions
+
+    ledger = _ledger()
+    try:
+        exception = get_exception(ledger, exception_id)
+    except ExceptionNotFound as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    transitions = read_transitions(ledger, exception_id)
+    record = {key: (value.isoformat() if isinstance(value, pd.Timestamp) else value)
+              for key, value in exception.items() if not (value is None or (not isinstance(value, str) and pd.isna(value)))}
+    history = [{key: (value.isoformat() if isinstance(value, pd.Timestamp) else value) for key, value in row.items()}
+               for row in transitions.astype(object).where(transitions.notna(), None).to_dict(orient="records")]
+    if output is OutputFormat.json:
+        typer.echo(json.dumps({**record, "allowed_actions": allowed_actions(exception["status"]),
+                               "transitions": history}, indent=2, ensure_ascii=False, default=str))
+        return
+    _print_table(f"exception {exception_id}", [{"field": key, "value": value} for key, value in record.items()],
+                 ["field", "value"])
+    console.print(f"Allowed actions: {', '.join(allowed_actions(exception['status'])) or 'none (closed)'}")
+    _print_table("decisions", history, ["at", "action", "from_status", "to_status", "to_owner", "actor", "reason",
+                                        "run_id"])
+
+
+@exceptions_app.command("assign")
+def assign_exception(exception_id: int = typer.Argument(...),
+                     owner: str = typer.Argument(..., help="The new owner: team:NAME or an email address."),
+                     actor: str = ACTOR_OPTION, reason: str = REASON_OPTION) -> None:
+    """Route an exception to another owner."""
+    from meshline_pipelines.queue import transition
+    from meshline_pipelines.routing import RoutingError, validate_owner
+
+    try:
+        validate_owner(owner)
+    except RoutingError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    _decide(transition, _ledger(), exception_id, "route", actor=actor, reason=reason, owner=owner)
+
+
+@exceptions_app.command("approve")
+def approve_exception(exception_id: int = typer.Argument(...), actor: str = ACTOR_OPTION,
+                      reason: str = REASON_OPTION) -> None:
+    """Release the record for delivery despite the problem."""
+    from meshline_pipelines.queue import transition
+
+    _decide(transition, _ledger(), exception_id, "approve", actor=actor, reason=reason)
+
+
+@exceptions_app.command("reject")
+def reject_exception(exception_id: int = typer.Argument(...), actor: str = ACTOR_OPTION,
+                     reason: str = REASON_OPTION) -> None:
+    """Hold the record: it is not delivered until the exception is approved or fixed."""
+    from meshline_pipelines.queue import transition
+
+    _decide(transition, _ledger(), exception_id, "reject", actor=actor, reason=reason)
+
+
+@exceptions_app.command("escalate")
+def escalate_exception(exception_id: int = typer.Argument(...), actor: str = ACTOR_OPTION,
+                       reason: str = REASON_OPTION) -> None:
+    """Pass the exception to its route's escalation target."""
+    from meshline_pipelines.queue import escalate
+    from meshline_pipelines.resources import RoutingResource
+
+    _decide(escalate, _ledger(), RoutingResource().load(), exception_id, actor=actor, reason=reason)
+
+
+@exceptions_app.command("close")
+def close_exception(exception_id: int = typer.Argument(...), actor: str = ACTOR_OPTION,
+                    reason: str = typer.Option(..., "--reason", "-r", help="Why it is closed; required.")) -> None:
+    """Close an exception; it reopens if the problem is seen again."""
+    from meshline_pipelines.queue import transition
+
+    _decide(transition, _ledger(), exception_id, "close", actor=actor, reason=reason)
+
+
+def _rerun(exception_id: int, action: str, actor: str | None, reason: str | None) -> None:
+    import dagster as dg
+
+    from meshline_pipelines.definitions import MAIN_JOB, STREAMS, defs
+    from meshline_pipelines.queue import ExceptionNotFound, TransitionError
+    from meshline_pipelines.replay import rerun_exception
+
+    _ensure_dagster_home()
+    try:
+        with dg.DagsterInstance.get() as instance:
+            outcome = rerun_exception(_ledger(), defs, instance, STREAMS, exception_id, action, job_name=MAIN_JOB,
+                                      actor=actor, reason=reason)
+    except (TransitionError, ExceptionNotFound) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    state = "succeeded" if outcome.success else "failed"
+    verdict = "fixed: the exception is closed" if outcome.fixed else "not fixed: the exception is open again"
+    console.print(f"exception {exception_id}: {action} run {outcome.run_id} {state}; {verdict}")
+    if not outcome.fixed:
+        raise typer.Exit(1)
+
+
+@exceptions_app.command("retry")
+def retry_exception(exception_id: int = typer.Argument(...), actor: str = ACTOR_OPTION,
+                    reason: str = REASON_OPTION) -> None:
+    """Run the exception's partition again from the source, and close the exception if that fixed it."""
+    _rerun(exception_id, "retry", actor, reason)
+
+
+@exceptions_app.command("replay")
+def replay_exception(exception_id: int = typer.Argument(...), actor: str = ACTOR_OPTION,
+                     reason: str = REASON_OPTION) -> None:
+    """Run the exception's partition again from its landed raw payloads, and close it if that fixed it."""
+    _rerun(exception_id, "replay", actor, reason)
+
+
+@app.command()
+def trace(
+    system: str = typer.Argument(..., help=f"System: {', '.join(SYSTEMS)}."),
+    record_id: str = typer.Argument(..., help="The record's source ID, e.g. a Shopify order ID."),
+    output: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table or json."),
+) -> None:
+    """Print a record's path: triggers, landed payloads, validation, exceptions, decisions and replays."""
+    from meshline_pipelines.trace import trace_record
+
+    _check_system(system)
+    path = trace_record(_ledger(), system, record_id)
+    if path.empty:
+        console.print(f"[red]error:[/red] no {system} record {record_id!r} in the ledger: check the ID, "
+                      f"for example with `meshline records orders --system {system}`")
+        raise typer.Exit(1)
+    path["at"] = path["at"].map(lambda value: None if pd.isna(value) else value.isoformat())
+    rows = path.astype(object).where(path.notna(), None).to_dict(orient="records")
+    if output is OutputFormat.json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+        return
+    _print_table(f"{system} record {record_id}", rows, ["at", "step", "what", "run_id"])
 
 
 # Webhooks and the inbox

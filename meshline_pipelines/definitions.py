@@ -6,6 +6,7 @@ from meshline_pipelines.amazon.assets import STREAMS as AMAZON_STREAMS
 from meshline_pipelines.assets import stream_asset
 from meshline_pipelines.clients import source_clients
 from meshline_pipelines.jobs import SYSTEMS, build_extract_job, build_inbox_job
+from meshline_pipelines.queue_asset import exception_queue, queue_after_main_job, queue_job, queue_schedule
 from meshline_pipelines.resources import LedgerResource, RoutingResource
 from meshline_pipelines.routing import load_routing
 from meshline_pipelines.sensors import (
@@ -47,10 +48,10 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource] | None = Non
         trigger_success_sensor(),
     ]
     return dg.Definitions(
-        assets=assets,
-        jobs=[main_job, build_extract_job(STREAMS), build_inbox_job(STREAMS)],
-        sensors=sensors,
-        schedules=[catch_up_schedule(live_streams, MAIN_JOB)] if live_streams else [],
+        assets=[*assets, exception_queue],
+        jobs=[main_job, build_extract_job(STREAMS), build_inbox_job(STREAMS), queue_job],
+        sensors=[*sensors, queue_after_main_job(MAIN_JOB)],
+        schedules=[queue_schedule, *([catch_up_schedule(live_streams, MAIN_JOB)] if live_streams else [])],
         resources={**clients, "ledger": LedgerResource(), "routing": RoutingResource(), **(resources or {})},
     )
 

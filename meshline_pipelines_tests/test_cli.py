@@ -52,6 +52,14 @@ def test_demo_then_run_keeps_the_end_state(meshline_home, ledger_url):
     assert set(triggers["kind"]) == {"manual"}
     assert set(triggers["status"]) == {"succeeded"}
     assert set(triggers["system"]) == {"shopify", "amazon", "stripe"}
+
+    path = json.loads(_invoke("trace", "shopify", "450789469", "--format", "json"))
+    steps = [step["step"] for step in path]
+    assert {"trigger: manual", "landed raw", "stored", "current state"} <= set(steps)
+    assert steps.index("landed raw") < steps.index("stored")
+    held = ledger.read_exceptions().iloc[0]
+    held_path = json.loads(_invoke("trace", held["system"], held["record_id"], "--format", "json"))
+    assert f"exception {held['id']} opened" in [step["step"] for step in held_path]
     assert (meshline_home / "dagster_home" / "dagster.yaml").exists()
     ledger.dispose()
 
@@ -192,7 +200,8 @@ def test_extract_reports_an_unreachable_api_and_stores_nothing(meshline_home, mo
                                           "--since", "2026-11-02", "--until", "2026-11-02T00:00:01Z"])
 
     assert result.exit_code == 1
-    assert "GET /v1/charges failed (HTTP 503)" in result.output and "STRIPE_API_BASE_URL" in result.output
+    assert "GET /v1/charges failed (HTTP 503)" in result.output
+    assert "check --base-url" in result.output
     assert Ledger.connect(ledger_url).read_watermark("stripe", "acct_1CLI", "charges").cursor is None
 
 
