@@ -1,7 +1,10 @@
 """Stream assets: each stream as a daily-partitioned Dagster asset with blocking schema checks."""
 
+import hashlib
+
 import dagster as dg
 
+from meshline_pipelines.alerts import notify
 from meshline_pipelines.canonical.schemas import CANONICAL_MODELS
 from meshline_pipelines.checks import schema_check_spec
 from meshline_pipelines.ingest import StreamRun, run_batches, run_stream
@@ -47,6 +50,21 @@ def materialize_metadata(run: StreamRun) -> dict:
     return metadata
 
 
+def _alert_blocked(stream: Stream, account: str, context: dg.AssetExecutionContext, ledger, routing,
+                   description: str) -> None:
+    """Alert the owner of a partition whose blocking check failed; once per stream, account and partition."""
+    primary = stream.tables[0]
+    route = routing.route("failed_validation", stream.system, primary)
+    parts = ["check_failed", stream.system, account, stream.name, context.partition_key]
+    notify(ledger, routing, "check_failed", [{
+        "fingerprint": hashlib.sha256("\x1f".join(parts).encode()).hexdigest(), "kind": "failed_validation",
+        "system": stream.system, "account": account, "entity": primary, "partition_key": context.partition_key,
+        "record_id": f"partition:{context.partition_key}", "owner": route.owner, "run_id": context.run.run_id,
+        "reason": f"{stream.system}/{stream.name} partition {context.partition_key}: {description} "
+                  f"`meshline exceptions list --system {stream.system}` lists the held records.",
+    }])
+
+
 def stream_asset(stream: Stream, *, client_key: str, owners: list[str]) -> dg.AssetsDefinition:
     """Build the stream's daily-partitioned asset, with one blocking schema check per canonical table."""
 
@@ -88,6 +106,7 @@ def stream_asset(stream: Stream, *, client_key: str, owners: list[str]) -> dg.As
             # Failing without a materialization marks the partition failed, so Dagster's
             # "backfill failed and missing" replays it once the source is fixed.
             blocked = [outcome.describe() for outcome in run.checks.values() if outcome.blocks]
+            _alert_blocked(stream, client.account, context, ledger, routing_resource.load(), " ".join(blocked))
             raise dg.Failure(
                 description=f"{stream.system}/{stream.name} partition {context.partition_key}: {' '.join(blocked)}",
                 metadata=materialize_metadata(run),

@@ -1,5 +1,8 @@
 """Problems only visible across stored records, found by scanning the ledger.
 
+`duplicate_record`: one order stored under two source IDs (the same order number in one
+account), as when a store migration or a reimport gives orders new IDs.
+
 `ambiguous_approval`: money whose state contradicts the order's, so someone must decide what
 happens to it.
 - A payment authorized but not captured after `capture_limit` (Stripe charges with
@@ -109,11 +112,39 @@ def cancelled_but_charged(orders: pd.DataFrame, payments: pd.DataFrame, refunds:
     return found
 
 
+def orders_under_two_ids(orders: pd.DataFrame, routing: Routing) -> list[dict]:
+    """Orders of one account that share an order number but not a source ID: one sale stored twice."""
+    numbered = orders[orders["order_number"].notna()]
+    groups = numbered.groupby(["system", "account", "order_number"])["source_id"].nunique()
+    found = []
+    for (system, account, order_number), count in groups[groups > 1].items():
+        twins = numbered[(numbered["system"] == system) & (numbered["account"] == account)
+                         & (numbered["order_number"] == order_number)].sort_values("source_id")
+        ids = twins["source_id"].tolist()
+        for row in twins.iloc[1:].itertuples():
+            route = routing.route("duplicate_record", system, "orders")
+            rule = "orders.order_number:same_number_other_id"
+            parts = ["duplicate_record", system, account, "orders", row.source_id, rule]
+            found.append({
+                "fingerprint": hashlib.sha256("\x1f".join(parts).encode()).hexdigest(), "kind": "duplicate_record",
+                "system": system, "account": account, "entity": "orders", "record_id": row.source_id,
+                "partition_key": row.partition_key, "rule": rule, "field": "order_number", "value": order_number,
+                "owner": route.owner, "decision_owner": route.decision_owner,
+                "reason": f"{system.capitalize()} order number {order_number} is stored under {count} IDs "
+                          f"({', '.join(ids)}). Fix: decide in {system.capitalize()} which order is the sale, "
+                          "cancel the other there, then close this exception",
+                "details": json.dumps({"source_ids": ids}), "due_after": route.due_after,
+            })
+    return found
+
+
 def detect(ledger: Ledger, routing: Routing, *, now=None, run_id: str | None = None) -> dict[str, int]:
     """Run every cross-record detector and open its exceptions; return how many were opened, seen again, reopened."""
     now = now or utc_now()
     payments = ledger.read_table("payments")
     found = uncaptured_authorizations(payments, routing, now, capture_limit())
-    found += cancelled_but_charged(ledger.read_table("orders"), payments, ledger.read_table("refunds"), routing)
+    orders = ledger.read_table("orders")
+    found += cancelled_but_charged(orders, payments, ledger.read_table("refunds"), routing)
+    found += orders_under_two_ids(orders, routing)
     return ledger.open_exceptions(pd.DataFrame(found), run_id=run_id) if found else {"opened": 0, "seen_again": 0,
                                                                                         "reopened": 0}

@@ -1,14 +1,16 @@
-"""The exception queue as a Dagster asset: detect, escalate what is overdue, then report the queue.
+"""The exception queue as a Dagster asset: detect, escalate what is overdue, alert, report.
 
-Materializing `meshline/exception_queue` runs the cross-record detectors, escalates every
-exception past its due time to its route's escalation target, and records the open queue in the asset's metadata: counts by owner,
-kind and due status, and the oldest open items as a Markdown table. An hourly schedule and every
-successful main-job run refresh it.
+Materializing `meshline/exception_queue` runs the cross-record detectors and escalates every
+exception past its due time to its route's escalation target. It alerts owners about new,
+overdue and escalated exceptions through the channels their routes name, and records the open
+queue in the asset's metadata: counts by owner, kind and due status, and the oldest open items
+as a Markdown table. An hourly schedule and every successful main-job run refresh it.
 """
 
 import dagster as dg
 import pandas as pd
 
+from meshline_pipelines.alerts import notify
 from meshline_pipelines.detectors import detect
 from meshline_pipelines.ledger.store import utc_now
 from meshline_pipelines.queue import ACTIVE, escalate_overdue
@@ -27,7 +29,7 @@ def due_status(due_at: pd.Series, now: pd.Timestamp) -> pd.Series:
 
 
 def queue_metadata(active: pd.DataFrame, now: pd.Timestamp) -> dict:
-    """Counts by owner, kind and due status, and the oldest active exceptions as Markdown."""
+    """Build the metadata: counts by owner, kind and due status, and the oldest active exceptions as Markdown."""
     status = due_status(active["due_at"], now)
     oldest = active.sort_values("opened_at").head(OLDEST_SHOWN)
     lines = ["| id | kind | system | record | owner | status | due |", "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -56,15 +58,29 @@ def exception_queue(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         context.log.warning(f"{found['opened']} new ambiguous_approval exceptions: money whose state contradicts "
                             "its order's")
 
+    now = pd.Timestamp(utc_now())
+    before = ledger.read_exceptions()
+    overdue = before[before["status"].isin(ACTIVE) & (before["due_at"] < now)]
     escalated = escalate_overdue(ledger, routing, actor="meshline")
     for step in escalated:
         context.log.warning(f"exception {step.exception_id} is overdue: escalated from {step.from_owner} to "
                             f"{step.to_owner}")
 
+    # Alerts go out once per exception, event and channel; one that failed or was rate-limited
+    # is tried again at the next refresh, because it was not recorded as sent.
     exceptions = ledger.read_exceptions()
     active = exceptions[exceptions["status"].isin(ACTIVE)]
-    metadata = queue_metadata(active, pd.Timestamp(utc_now()))
+    escalated_ids = {step.exception_id for step in escalated}
+    results = [
+        *notify(ledger, routing, "opened", active, now=now.to_pydatetime()),
+        *notify(ledger, routing, "overdue", overdue, now=now.to_pydatetime()),
+        *notify(ledger, routing, "escalated", exceptions[exceptions["id"].isin(escalated_ids)], now=now.to_pydatetime()),
+    ]
+    alerts = pd.Series([result.status for result in results], dtype="string").value_counts().to_dict()
+
+    metadata = queue_metadata(active, now)
     metadata["escalated_now"] = len(escalated)
+    metadata["alerts"] = dg.MetadataValue.json(alerts)
     return dg.MaterializeResult(metadata=metadata)
 
 

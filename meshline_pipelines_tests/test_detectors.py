@@ -58,3 +58,20 @@ def test_cancelled_order_with_unrefunded_capture(ledger, routing, import_dir):
     cancelled = found[found["rule"] == "orders.cancelled_at:charged_not_refunded"]
     assert cancelled["record_id"].tolist() == ["450789469"]
     assert "were not refunded" in cancelled.iloc[0]["reason"]
+
+
+def test_same_order_number_under_two_ids_is_a_duplicate(ledger, routing, import_dir):
+    first = copy.deepcopy(sample_json("shopify", "orders.json")["orders"][0])
+    second = copy.deepcopy(first)
+    second["id"] = 450789470
+    for line in second["line_items"]:
+        line["id"] += 1
+    drop_file(import_dir, "shopify", "orders.json", content=json.dumps({"orders": [first, second]}).encode())
+    run("shopify", "orders", import_dir, ledger, routing)
+
+    detect(ledger, routing, now=NOW)
+
+    found = ledger.read_exceptions()
+    duplicates = found[found["kind"] == "duplicate_record"]
+    assert duplicates["record_id"].tolist() == ["450789470"]
+    assert "#1001 is stored under 2 IDs (450789469, 450789470)" in duplicates.iloc[0]["reason"]

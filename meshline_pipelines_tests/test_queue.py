@@ -37,6 +37,7 @@ routes:
 def _order(order_id: int, *, total: bool = True) -> dict:
     order = copy.deepcopy(sample_json("shopify", "orders.json")["orders"][0])
     order["id"] = order_id
+    order["name"] = f"#{order_id}"
     for position, line in enumerate(order["line_items"]):
         line["id"] = order_id * 10 + position
     if not total:
@@ -237,3 +238,58 @@ def test_queue_asset_escalates_overdue_and_reports_the_queue(ledger_url, ledger,
     assert metadata["by_owner"].value["head-of-ops@example.com"] == 1
     assert f"| {exception_id} | missing_field |" in metadata["oldest_active"].value
     assert get_exception(ledger, exception_id)["status"] == ESCALATED
+
+
+ROUTING_WITH_SLACK = ROUTING_WITH_ESCALATION.replace(
+    'default: {owner: "team:data-ops", decision_owner: "team:operations", due: 24h, escalate_to: "team:ops-leads"}',
+    'default: {owner: "team:data-ops", decision_owner: "team:operations", due: 24h, escalate_to: "team:ops-leads",\n'
+    '          notify: [ops-slack]}',
+) + """
+channels:
+  ops-slack: {type: slack, url_env: MESHLINE_TEST_SLACK_URL}
+"""
+
+
+class SlackDouble:
+    def __init__(self):
+        self.messages: list[dict] = []
+
+    def __call__(self, request):
+        import httpx
+
+        self.messages.append(json.loads(request.content))
+        return httpx.Response(200, text="ok")
+
+
+def test_queue_and_blocked_checks_alert_their_owners_once(ledger_url, ledger, import_dir, tmp_path, monkeypatch):
+    from meshline_pipelines_tests.loopback import serve
+
+    routing_file = tmp_path / "routing.yaml"
+    routing_file.write_text(ROUTING_WITH_SLACK)
+    routing = load_routing(routing_file)
+    resources = {"ledger": LedgerResource(database_url=ledger_url), "routing": RoutingResource(routing_file=str(routing_file))}
+    slack = SlackDouble()
+
+    with serve(slack) as url:
+        monkeypatch.setenv("MESHLINE_TEST_SLACK_URL", url + "/services/T000/B000/XXXX")
+        exception_id = _open_exception(ledger, routing, import_dir)
+        dg.materialize([exception_queue], resources=resources)
+        dg.materialize([exception_queue], resources=resources)
+        opened = list(slack.messages)
+
+        broken = [_order(order_id, total=False) for order_id in range(9101, 9104)]
+        drop_file(import_dir, "shopify", "orders.json", partition="2026-11-25",
+                  content=json.dumps({"orders": broken}).encode())
+        definitions = build_definitions({**clients(import_dir), **resources})
+        with dg.instance_for_test() as instance:
+            definitions.resolve_job_def(MAIN_JOB).execute_in_process(
+                partition_key="2026-11-25", instance=instance, raise_on_error=False,
+                asset_selection=[dg.AssetKey(["shopify", "orders"])])
+
+    assert len(opened) == 2  # the two exceptions of the order without its total, each alerted once
+    assert all("New exception: missing_field on shopify orders record 9001" in message["text"] for message in opened)
+    assert exception_id
+    blocked = slack.messages[len(opened):]
+    assert len(blocked) == 1
+    assert "Check failed" in blocked[0]["text"]
+    assert "partition 2026-11-25" in blocked[0]["text"]

@@ -198,3 +198,21 @@ exception_transitions = sa.Table(
     sa.Column("at", UtcDateTime, nullable=False),
     sa.Index(None, "exception_id", "id"),
 )
+
+# One row per alert: an exception's fingerprint, the event (opened, escalated, overdue,
+# check_failed) and the channel it went to. `status` is sent, failed, rate_limited, or sending
+# while a notifier has claimed the alert. Only a sent alert counts as delivered, so failed and
+# rate-limited alerts are tried again. `sent_at` is the time of the latest attempt.
+alerts_sent = sa.Table(
+    "alerts_sent",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("fingerprint", sa.Text(), nullable=False),
+    sa.Column("event", sa.Text(), nullable=False),
+    sa.Column("channel", sa.Text(), nullable=False),
+    sa.Column("sent_at", UtcDateTime, nullable=False),
+    sa.Column("status", sa.Text(), nullable=False),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.UniqueConstraint("fingerprint", "event", "channel"),
+    sa.Index(None, "channel", "sent_at"),
+)
