@@ -101,7 +101,8 @@ def stream_asset(stream: Stream, *, client_key: str, owners: list[str]) -> dg.As
             # Credentials, settings or a body the API should never send: a retry would fail the same way.
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         for table, outcome in run.checks.items():
-            yield outcome.result(run.failed_rules.get(table, {}), context.partition_key)
+            yield outcome.result(run.failed_rules.get(table, {}), context.partition_key, system=stream.system,
+                                 held_records=run.held_records.get(table))
         if run.quarantined:
             # Failing without a materialization marks the partition failed, so Dagster's
             # "backfill failed and missing" replays it once the source is fixed.

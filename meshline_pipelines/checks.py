@@ -52,7 +52,9 @@ class CheckOutcome:
     def blocks(self) -> bool:
         return self.failure_rate > self.max_failure_rate
 
-    def result(self, failed_rules: dict[str, int], partition_key: str) -> dg.AssetCheckResult:
+    def result(self, failed_rules: dict[str, int], partition_key: str, *, system: str | None = None,
+               held_records: list[str] | None = None) -> dg.AssetCheckResult:
+        """Build the check's result; a failed one links its held records to the exception queue."""
         passed = self.failed_records == 0 and not self.unreadable_files
         severity = dg.AssetCheckSeverity.ERROR if self.blocks else dg.AssetCheckSeverity.WARN
         metadata = {
@@ -65,6 +67,12 @@ class CheckOutcome:
         }
         if self.unreadable_files:
             metadata["unreadable_files"] = dg.MetadataValue.json(self.unreadable_files)
+        if held_records:
+            metadata["held_records"] = dg.MetadataValue.json(held_records)
+        if not passed and system:
+            metadata["exception_queue"] = dg.MetadataValue.md(
+                f"`meshline exceptions list --system {system} --status open` lists every held record; "
+                f"`meshline trace {system} RECORD_ID` shows one record's path.")
         return dg.AssetCheckResult(
             check_name=schema_check_name(self.table),
             passed=passed,

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 # Records mapped and validated at a time; a larger partition is read in chunks of about this many.
 # 10,000 generated Shopify orders peaked at 0.9 GB of memory in benchmarks/ingest.py.
 RECORDS_PER_CHUNK = 10_000
+# Record IDs a failed check lists in its metadata; the exception queue has them all.
+HELD_RECORDS_SHOWN = 50
 
 
 @dataclass
@@ -43,6 +45,7 @@ class StreamRun:
     failed_by_table: dict[str, int] = field(default_factory=dict)
     redelivered: int = 0
     new_fields: dict[str, int] = field(default_factory=dict)  # top-level fields outside the documented shape
+    held_records: dict[str, list[str]] = field(default_factory=dict)  # per table, the first held record IDs
     chunks: int = 0
     exceptions: dict[str, int] = field(default_factory=dict)
     quarantined: bool = False
@@ -196,6 +199,9 @@ def _validate_chunk(stream: Stream, batches: list[SourceBatch], ledger: Ledger, 
         rules = run.failed_rules.setdefault(table, {})
         for rule, count in table_issues.groupby("rule")["record"].nunique().items():
             rules[rule] = rules.get(rule, 0) + int(count)
+        held = run.held_records.setdefault(table, [])
+        positions = [position for position in table_issues["record"].unique() if position in records.index]
+        held += [str(records.at[position, "record_id"]) for position in positions[:HELD_RECORDS_SHOWN - len(held)]]
 
     opened = ledger.open_exceptions(pd.concat([
         exception_rows(stream, account, run.partition_key, issues, records, routing),

@@ -83,6 +83,8 @@ def test_blocking_check_fails_the_partition(ledger_url, import_dir):
         assert not evaluation.passed
         assert evaluation.severity == dg.AssetCheckSeverity.ERROR
         assert "nothing was stored" in evaluation.description
+        assert evaluation.metadata["held_records"].value == ["450789469"]
+        assert "meshline exceptions list --system shopify" in evaluation.metadata["exception_queue"].value
         status = instance.get_status_by_partition(dg.AssetKey(["shopify", "orders"]),
                                                   ["2026-11-24"], defs.resolve_assets_def(dg.AssetKey(["shopify", "orders"])).partitions_def)
         assert status["2026-11-24"] == dg.AssetPartitionStatus.FAILED
