@@ -1,0 +1,1 @@
+"""Governed delivery to ERP, CRM and fulfillment systems through an outbox."""
