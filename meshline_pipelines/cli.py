@@ -57,6 +57,8 @@ TABLE_COLUMNS = {
     "inventory_levels": ["sku", "inventory_item_id", "location_id", "condition", "available"],
     "payouts": ["status", "amount", "currency", "payout_date"],
     "payout_lines": ["payout_source_id", "type", "amount", "fee_amount", "currency", "processed_at"],
+    "product_variants": ["product_id", "sku", "product_title", "variant_title"],
+    "shipments": ["order_key", "order_number", "carrier", "tracking_number", "ship_date"],
 }
 EXCEPTION_COLUMNS = ["id", "kind", "system", "account", "entity", "record_id", "partition_key", "owner", "decision_owner",
                      "status", "due_at", "reason"]

@@ -187,6 +187,18 @@ class ProductVariant(CanonicalRecord):
     updated_at: Series[UtcTimestamp]
 
 
+class Shipment(CanonicalRecord):
+    order_source_id: Series[Text] = pa.Field(nullable=True)  # the fulfillment system's own order ID
+    order_key: Series[Text] = pa.Field(nullable=True)  # the key MeshLine sent the order under
+    order_number: Series[Text] = pa.Field(nullable=True)
+    tracking_number: Series[Text] = pa.Field(nullable=True)
+    carrier: Series[Text] = pa.Field(nullable=True)
+    service: Series[Text] = pa.Field(nullable=True)
+    ship_date: Series[UtcTimestamp] = pa.Field(nullable=True)
+    voided: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    created_at: Series[UtcTimestamp]
+
+
 # Ledger table name -> model. The ledger's canonical tables are generated from these models.
 CANONICAL_MODELS: dict[str, type[CanonicalRecord]] = {
     "orders": Order,
@@ -198,6 +210,7 @@ CANONICAL_MODELS: dict[str, type[CanonicalRecord]] = {
     "payouts": Payout,
     "payout_lines": PayoutLine,
     "product_variants": ProductVariant,
+    "shipments": Shipment,
 }
 
 
