@@ -216,3 +216,52 @@ alerts_sent = sa.Table(
     sa.UniqueConstraint("fingerprint", "event", "channel"),
     sa.Index(None, "channel", "sent_at"),
 )
+
+# Links between the same business record in different systems: an order, a customer or a SKU.
+# `canonical_id` names the anchor record (the channel's order, the storefront's customer, the
+# SKU itself); each row says which record of another system is the same one, and how we know.
+xref = sa.Table(
+    "xref",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("entity", sa.Text(), nullable=False),
+    sa.Column("canonical_id", sa.Text(), nullable=False),
+    sa.Column("system", sa.Text(), nullable=False),
+    sa.Column("account", sa.Text(), nullable=False),
+    sa.Column("system_id", sa.Text(), nullable=False),
+    sa.Column("link_source", sa.Text(), nullable=False),
+    sa.Column("confidence", sa.Float(), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("entity", "system", "account", "system_id"),
+    sa.Index(None, "entity", "canonical_id"),
+)
+
+# One row per target record version: what MeshLine sends, or would send in a dry run, and what
+# the target answered. The idempotency key makes a replay of the same version a no-op.
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("target", sa.Text(), nullable=False),
+    sa.Column("target_account", sa.Text(), nullable=False),
+    sa.Column("entity", sa.Text(), nullable=False),
+    sa.Column("record_key", sa.Text(), nullable=False),
+    sa.Column("source_system", sa.Text(), nullable=False),
+    sa.Column("source_account", sa.Text(), nullable=False),
+    sa.Column("source_id", sa.Text(), nullable=False),
+    sa.Column("version", sa.Text(), nullable=False),
+    sa.Column("idempotency_key", sa.Text(), nullable=False, unique=True),
+    sa.Column("payload", sa.Text(), nullable=False),
+    sa.Column("status", sa.Text(), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("target_id", sa.Text(), nullable=True),
+    sa.Column("partition_key", sa.Text(), nullable=True),
+    sa.Column("run_id", sa.Text(), nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("delivered_at", UtcDateTime, nullable=True),
+    sa.Index(None, "status", "target"),
+    sa.Index(None, "source_system", "source_id"),
+)

@@ -1,0 +1,63 @@
+"""The identity map: orders, customers and SKUs linked across systems, ambiguity as an exception."""
+
+import copy
+import json
+
+from meshline_pipelines.identity import build_links, normalize_email, normalize_phone, read_links
+from meshline_pipelines.ledger.tables import CANONICAL_TABLES
+from meshline_pipelines_tests.conftest import drop_file, sample_json
+from meshline_pipelines_tests.helpers import run
+
+
+def test_normalizers():
+    assert normalize_email("  Bob.Norman@Mail.Example.com ") == "bob.norman@mail.example.com"
+    assert normalize_email("not an email") is None
+    assert normalize_phone("+1 (613) 555-0107") == "+16135550107"
+    assert normalize_phone("555") is None
+
+
+def test_payments_and_variants_are_linked(ledger, routing, import_dir):
+    for name in ("orders.json", "transactions.json", "products.json"):
+        drop_file(import_dir, "shopify", name)
+    for stream in ("products", "orders", "transactions"):
+        run("shopify", stream, import_dir, ledger, routing)
+
+    build_links(ledger, routing)
+    build_links(ledger, routing)
+
+    orders = read_links(ledger, entity="order")
+    anchor = "order:shopify:jsmith.myshopify.com:450789469"
+    linked = orders[orders["canonical_id"] == anchor]
+    assert sorted(linked["system_id"]) == ["450789469", "payment:179259969", "payment:389404469", "payment:801038806"]
+    skus = read_links(ledger, entity="sku")
+    assert set(skus.loc[skus["canonical_id"] == "sku:IPOD2008GREEN", "system_id"]) == {"39072856"}
+    assert len(read_links(ledger)) == len(orders) + len(skus)  # a second build adds nothing
+
+
+def test_shared_email_makes_match_ambiguous(ledger, routing, import_dir):
+    customers = sample_json("shopify", "customers.json")
+    twin = copy.deepcopy(customers["customers"][1])
+    twin["id"] = 207119552
+    customers["customers"].append(twin)
+    drop_file(import_dir, "shopify", "customers.json", content=json.dumps(customers).encode())
+    run("shopify", "customers", import_dir, ledger, routing)
+    with ledger.engine.begin() as connection:
+        row = connection.execute(CANONICAL_TABLES["customers"].select().where(
+            CANONICAL_TABLES["customers"].c.source_id == "207119551")).mappings().first()
+        connection.execute(CANONICAL_TABLES["customers"].insert().values(
+            {**dict(row), "system": "hubspot", "account": "portal-1", "source_id": "501",
+             "email": row["email"].upper(), "phone": None}))
+        connection.execute(CANONICAL_TABLES["customers"].insert().values(
+            {**dict(row), "system": "hubspot", "account": "portal-1", "source_id": "502",
+             "email": "steve.lastnameson@example.com", "phone": None}))
+
+    counts = build_links(ledger, routing)
+
+    assert counts["ambiguous"] == 1
+    problem = ledger.read_exceptions().iloc[0]
+    assert (problem["kind"], problem["record_id"]) == ("unmapped_reference", "501")
+    assert "matches 2 storefront customers by email (207119551, 207119552)" in problem["reason"]
+    links = read_links(ledger, entity="customer")
+    hubspot = links[links["system"] == "hubspot"]
+    assert hubspot[["system_id", "canonical_id", "link_source"]].values.tolist() == [
+        ["502", "customer:shopify:jsmith.myshopify.com:1073339462", "same email"]]
