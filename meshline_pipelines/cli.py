@@ -32,6 +32,9 @@ webhooks_app = typer.Typer(help="The webhook receiver for Shopify and Stripe.", 
 app.add_typer(webhooks_app, name="webhooks")
 inbox_app = typer.Typer(help="The webhook inbox: verified events waiting for the inbox sensor.", no_args_is_help=True)
 app.add_typer(inbox_app, name="inbox")
+outbox_app = typer.Typer(help="The outbox: what MeshLine delivers, or would deliver in a dry run, to each target.",
+                         no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
 
 
 console = Console()
@@ -536,6 +539,50 @@ def trace(
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
         return
     _print_table(f"{system} record {record_id}", rows, ["at", "step", "what", "run_id"])
+
+
+OUTBOX_COLUMNS = ["id", "target", "entity", "record_key", "source_system", "source_id", "status", "attempts",
+                  "target_id", "updated_at"]
+
+
+@outbox_app.command("list")
+def list_outbox(
+    status: str = typer.Option(None, "--status", help="Only rows with this status: pending, held, dry_run, "
+                                                      "sending, delivered, rejected."),
+    target: str = typer.Option(None, "--target", "-t", help="Only this target: netsuite, hubspot, shipstation."),
+    output: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table, or json with payloads."),
+) -> None:
+    """List outbox rows, oldest first."""
+    from meshline_pipelines.delivery.outbox import STATUSES, read_outbox
+
+    if status is not None and status not in STATUSES:
+        console.print(f"[red]error:[/red] unknown status {status!r}: expected one of {', '.join(STATUSES)}")
+        raise typer.Exit(2)
+    frame = read_outbox(_ledger(), status=status, target=target)
+    for column in ("created_at", "updated_at", "delivered_at"):
+        frame[column] = frame[column].map(lambda value: None if pd.isna(value) else value.isoformat())
+    rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    if output is OutputFormat.json:
+        for row in rows:
+            row["payload"] = json.loads(row["payload"])
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+        return
+    _print_table(f"outbox ({len(rows)})", rows, OUTBOX_COLUMNS)
+
+
+@outbox_app.command("show")
+def show_outbox(outbox_id: int = typer.Argument(..., help="The row's ID, from `meshline outbox list`.")) -> None:
+    """Show one outbox row with the exact payload sent, or to be sent."""
+    from meshline_pipelines.delivery.outbox import read_outbox
+
+    frame = read_outbox(_ledger())
+    found = frame[frame["id"] == outbox_id]
+    if found.empty:
+        console.print(f"[red]error:[/red] no outbox row with ID {outbox_id}: `meshline outbox list` shows the IDs")
+        raise typer.Exit(1)
+    row = found.iloc[0].to_dict()
+    row["payload"] = json.loads(row["payload"])
+    typer.echo(json.dumps(row, indent=2, ensure_ascii=False, default=str))
 
 
 # Webhooks and the inbox

@@ -2,7 +2,8 @@
 
 The path lists, in time order: what triggered the runs that touched the record, each payload
 landed for it, the audit steps (stored, rejected, skipped as stale, redelivered, redacted), the
-exceptions opened on it, and every decision and replay taken on those exceptions.
+exceptions opened on it and every decision and replay taken on them, the records of other
+systems mapped to it, and its deliveries.
 """
 
 import json
@@ -12,7 +13,8 @@ import sqlalchemy as sa
 
 from meshline_pipelines.ledger import Ledger
 from meshline_pipelines.ledger.tables import (
-    CANONICAL_TABLES, audit_events, exception_transitions, exceptions, inbox_events, raw_payloads, triggers,
+    CANONICAL_TABLES, audit_events, exception_transitions, exceptions, inbox_events, outbox, raw_payloads, triggers,
+    xref,
 )
 
 COLUMNS = ["at", "step", "what", "run_id"]
@@ -84,6 +86,22 @@ def trace_record(ledger: Ledger, system: str, record_id: str) -> pd.DataFrame:
                               "what": f"{decision['from_status']} -> {decision['to_status']} by {decision['actor']}"
                                       + (f": {decision['reason']}" if decision["reason"] else ""),
                               "run_id": decision["run_id"]})
+
+        links = _frame(connection, sa.select(xref).where(xref.c.canonical_id.like(f"%:{system}:%:{record_id}")))
+        for item in links.to_dict(orient="records"):
+            steps.append({"at": item["updated_at"], "step": f"mapped: {item['entity']}",
+                          "what": f"{item['system']} {item['system_id']} ({item['link_source']}, confidence "
+                                  f"{item['confidence']:.1f})", "run_id": None})
+
+        sent = _frame(connection, sa.select(outbox).where(outbox.c.source_system == system,
+                                                          outbox.c.source_id == record_id))
+        for row in sent.to_dict(orient="records"):
+            answer = f", target ID {row['target_id']}" if row["target_id"] else ""
+            problem = f": {row['last_error']}" if row["last_error"] else ""
+            steps.append({"at": row["delivered_at"] or row["updated_at"], "step": f"delivery: {row['status']}",
+                          "what": f"{row['target']} {row['entity']} {row['record_key']} version {row['version']}, "
+                                  f"outbox {row['id']}, {row['attempts']} attempts{answer}{problem}",
+                          "run_id": row["run_id"]})
 
         for name, table in CANONICAL_TABLES.items():
             row = connection.execute(sa.select(table.c.version, table.c.partition_key, table.c.loaded_at).where(

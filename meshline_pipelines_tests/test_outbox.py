@@ -7,8 +7,10 @@ import pytest
 
 from meshline_pipelines.delivery.base import DELIVERED, REJECTED, RETRY, DeliveryResult, TargetClient
 from meshline_pipelines.delivery.outbox import DRY, LIVE, Planned, plan, read_outbox, send
+from meshline_pipelines.identity import read_links
 from meshline_pipelines.queue import transition
 from meshline_pipelines.sources.live import Window
+from meshline_pipelines.trace import trace_record
 
 
 class TargetDouble(TargetClient):
@@ -141,3 +143,17 @@ def test_rejection_becomes_an_exception_for_the_decision_owner(ledger, routing):
     assert (problem["kind"], problem["record_id"], problem["owner"]) == ("failed_validation", "1001", "team:order-ops")
     assert "Netsuite rejected sales_order shopify-1001: Invalid field value USD for currency" in problem["reason"]
     assert plan(ledger, "netsuite", "1234567", "sales_order", [_planned("v2")], mode=LIVE) == {"held": 1}
+
+
+def test_delivery_links_the_target_record_and_shows_in_the_trace(ledger, routing):
+    client, _ = _target()
+    plan(ledger, "netsuite", "1234567", "sales_order", [_planned()], mode=LIVE)
+    send(ledger, client, routing, target="netsuite", entity="sales_order")
+
+    path = trace_record(ledger, "shopify", "1001")
+
+    links = read_links(ledger, entity="order")
+    assert links[["canonical_id", "system", "system_id"]].values.tolist() == [
+        ["order:shopify:shop.myshopify.com:1001", "netsuite", "ns-shopify-1001"]]
+    assert "delivery: delivered" in path["step"].tolist()
+    assert "mapped: order" in path["step"].tolist()

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from meshline_pipelines.delivery.base import DELIVERED, REJECTED, OutboundRecord, TargetClient
+from meshline_pipelines.identity import canonical_id, link
 from meshline_pipelines.ledger import Ledger
 from meshline_pipelines.ledger.store import canonical_json, restore_types, utc_now
 from meshline_pipelines.ledger.tables import exceptions, outbox
@@ -36,6 +37,8 @@ PENDING, HELD, DRY_RUN, SENDING = "pending", "held", "dry_run", "sending"
 STATUSES = (PENDING, HELD, DRY_RUN, SENDING, DELIVERED, REJECTED)
 MODE_ENV = "MESHLINE_DELIVERY_MODE"
 DRY, LIVE = "dry_run", "live"
+# The identity-map entity of each delivered entity: the target's record is the same order or customer.
+XREF_ENTITIES = {"sales_order": "order", "order": "order", "customer": "customer", "contact": "customer"}
 # Records per request to a target; every target here accepts at least 100 per batch call.
 BATCH_SIZE = 100
 
@@ -140,6 +143,13 @@ def _record(ledger: Ledger, routing: Routing, row, result) -> str:
         status, values = PENDING, {"last_error": "the target returned no result for this record"}
     elif result.status == DELIVERED:
         status, values = DELIVERED, {"target_id": result.target_id, "delivered_at": now, "last_error": None}
+        if result.target_id:
+            kind = XREF_ENTITIES.get(row["entity"], row["entity"])
+            link(ledger, [{"entity": kind, "system": row["target"], "account": row["target_account"],
+                           "canonical_id": canonical_id(kind, row["source_system"], row["source_account"],
+                                                        row["source_id"]),
+                           "system_id": str(result.target_id), "link_source": "delivered by MeshLine",
+                           "confidence": 1.0}])
     elif result.status == REJECTED:
         status, values = REJECTED, {"last_error": result.message}
         _open_rejection(ledger, routing, row, result.message or "the target rejected the record")
