@@ -1,6 +1,7 @@
 """The exception queue as a Dagster asset: detect, escalate what is overdue, alert, report.
 
-Materializing `meshline/exception_queue` runs the cross-record detectors and escalates every
+Materializing `meshline/exception_queue` runs the cross-record detectors, links records across
+systems in the identity map, applies the source-of-truth rules, and escalates every
 exception past its due time to its route's escalation target. It alerts owners about new,
 overdue and escalated exceptions through the channels their routes name, and records the open
 queue in the asset's metadata: counts by owner, kind and due status, and the oldest open items
@@ -12,8 +13,10 @@ import pandas as pd
 
 from meshline_pipelines.alerts import notify
 from meshline_pipelines.detectors import detect
+from meshline_pipelines.identity import build_links
 from meshline_pipelines.ledger.store import utc_now
 from meshline_pipelines.queue import ACTIVE, escalate_overdue
+from meshline_pipelines.source_of_truth import check as check_source_of_truth
 
 QUEUE_ASSET = dg.AssetKey(["meshline", "exception_queue"])
 QUEUE_JOB = "meshline_queue"
@@ -55,8 +58,11 @@ def exception_queue(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 
     found = detect(ledger, routing, run_id=context.run.run_id)
     if found["opened"]:
-        context.log.warning(f"{found['opened']} new ambiguous_approval exceptions: money whose state contradicts "
-                            "its order's")
+        context.log.warning(f"{found['opened']} new exceptions from the cross-record detectors")
+    links = build_links(ledger, routing, run_id=context.run.run_id)
+    truth = check_source_of_truth(ledger, routing, run_id=context.run.run_id)
+    if truth["opened"]:
+        context.log.warning(f"{truth['opened']} new stale_source_of_truth or reconciliation_mismatch exceptions")
 
     now = pd.Timestamp(utc_now())
     before = ledger.read_exceptions()
@@ -80,6 +86,7 @@ def exception_queue(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 
     metadata = queue_metadata(active, now)
     metadata["escalated_now"] = len(escalated)
+    metadata["identity_links"] = dg.MetadataValue.json(links)
     metadata["alerts"] = dg.MetadataValue.json(alerts)
     return dg.MaterializeResult(metadata=metadata)
 

@@ -1,0 +1,168 @@
+"""Source of truth per field: which system's value wins, how old it may be, who must agree with it.
+
+Rules come from `config/source_of_truth.yaml` (or MESHLINE_SOURCE_OF_TRUTH_FILE). An
+authoritative value older than its `max_age` is a `stale_source_of_truth` exception on that
+record. For stock, the systems in `compare_in` are compared per SKU with the authoritative
+total: a different value where the authoritative one is the fresher is a
+`reconciliation_mismatch` exception on the other system's record, naming both values.
+"""
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from meshline_pipelines import settings
+from meshline_pipelines.canonical.schemas import CANONICAL_MODELS, SYSTEMS
+from meshline_pipelines.ledger import Ledger
+from meshline_pipelines.ledger.store import utc_now
+from meshline_pipelines.routing import Routing
+
+FILE_ENV = "MESHLINE_SOURCE_OF_TRUTH_FILE"
+CHANNEL = "channel"
+_DURATION = re.compile(r"^(\d+)\s*([mhd])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+
+class SourceOfTruthError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    table: str
+    column: str
+    system: str
+    max_age: timedelta | None = None
+    compare_in: tuple[str, ...] = ()
+
+
+def _duration(value, where: str) -> timedelta:
+    match = _DURATION.match(str(value).strip())
+    if not match or int(match.group(1)) == 0:
+        raise SourceOfTruthError(f"{where}: invalid max_age {value!r}: write a duration such as 30m, 24h or 7d")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def load_rules(path: Path | None = None) -> list[FieldRule]:
+    """Read and check the rules; an error names the rule's position, its key and the fix."""
+    path = path or Path(os.environ.get(FILE_ENV) or Path(str(settings.routing_file())).with_name("source_of_truth.yaml"))
+    document = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    rules = []
+    for position, entry in enumerate(document.get("fields") or []):
+        where = f"{path}: fields[{position}]"
+        if not isinstance(entry, dict):
+            raise SourceOfTruthError(f"{where}: expected a mapping with field and system")
+        unknown = set(entry) - {"field", "system", "max_age", "compare_in"}
+        if unknown:
+            raise SourceOfTruthError(f"{where}: unknown keys {', '.join(sorted(unknown))}: "
+                                     "allowed are field, system, max_age, compare_in")
+        table, _, column = str(entry.get("field", "")).partition(".")
+        if table not in CANONICAL_MODELS or column not in CANONICAL_MODELS[table].to_schema().columns:
+            raise SourceOfTruthError(f"{where}.field: {entry.get('field')!r} is not TABLE.COLUMN of the canonical model")
+        system = entry.get("system")
+        if system != CHANNEL and system not in SYSTEMS:
+            raise SourceOfTruthError(f"{where}.system: unknown system {system!r}: expected channel or one of "
+                                     f"{', '.join(SYSTEMS)}")
+        compare_in = tuple(entry.get("compare_in") or ())
+        for other in compare_in:
+            if other not in SYSTEMS:
+                raise SourceOfTruthError(f"{where}.compare_in: unknown system {other!r}")
+        max_age = _duration(entry["max_age"], where) if entry.get("max_age") is not None else None
+        rules.append(FieldRule(table, column, system, max_age, compare_in))
+    return rules
+
+
+def _exception(routing: Routing, kind: str, *, system: str, account: str, entity: str, record_id: str,
+               partition_key: str | None, rule: str, field: str, value, reason: str, details: dict) -> dict:
+    route = routing.route(kind, system, entity)
+    parts = [kind, system, account, entity, record_id, rule]
+    return {
+        "fingerprint": hashlib.sha256("\x1f".join(parts).encode()).hexdigest(), "kind": kind, "system": system,
+        "account": account, "entity": entity, "record_id": record_id, "partition_key": partition_key, "rule": rule,
+        "field": field, "value": None if value is None else str(value), "owner": route.owner,
+        "decision_owner": route.decision_owner, "reason": reason, "details": json.dumps(details, default=str),
+        "due_after": route.due_after,
+    }
+
+
+def stale_values(table: pd.DataFrame, rule: FieldRule, routing: Routing, now) -> list[dict]:
+    """Authoritative records whose last update is older than the rule allows."""
+    if rule.max_age is None or rule.system == CHANNEL or "updated_at" not in table:
+        return []
+    cutoff = pd.Timestamp(now) - rule.max_age
+    old = table[(table["system"] == rule.system) & table["updated_at"].notna() & (table["updated_at"] < cutoff)]
+    return [
+        _exception(routing, "stale_source_of_truth", system=rule.system, account=row.account, entity=rule.table,
+                   record_id=row.source_id, partition_key=row.partition_key,
+                   rule=f"{rule.table}.{rule.column}:older_than_{int(rule.max_age.total_seconds() // 60)}m",
+                   field=rule.column, value=getattr(row, rule.column),
+                   reason=f"{rule.system.capitalize()} is the source of truth for {rule.table}.{rule.column}, and its "
+                          f"value for {row.source_id} was last updated {row.updated_at:%Y-%m-%d %H:%M} UTC, longer "
+                          f"ago than {rule.max_age}. Fix: check the {rule.system} connection and its last "
+                          "extraction; stock decisions use this value until it is fresh",
+                   details={"updated_at": row.updated_at})
+        for row in old.itertuples()
+    ]
+
+
+def stock_by_sku(levels: pd.DataFrame, variants: pd.DataFrame) -> pd.DataFrame:
+    """Total available per system, account and SKU, and the newest update among the summed rows."""
+    known = variants.dropna(subset=["inventory_item_id", "sku"])
+    item_skus = dict(zip(zip(known["system"], known["account"], known["inventory_item_id"]), known["sku"]))
+    keyed = levels.copy()
+    # A storefront level names its inventory item only; the variant with that item gives the SKU.
+    from_variants = [item_skus.get(key) for key in zip(keyed["system"], keyed["account"], keyed["inventory_item_id"])]
+    keyed["sku"] = keyed["sku"].fillna(pd.Series(from_variants, index=keyed.index, dtype="string"))
+    keyed = keyed[keyed["sku"].notna()]
+    return keyed.groupby(["system", "account", "sku"]).agg(
+        available=("available", "sum"), updated_at=("updated_at", "max"), record=("source_id", "first"),
+        partition_key=("partition_key", "max")).reset_index()
+
+
+def stock_disagreements(levels: pd.DataFrame, variants: pd.DataFrame, rule: FieldRule, routing: Routing) -> list[dict]:
+    totals = stock_by_sku(levels, variants)
+    truth = totals[totals["system"] == rule.system].set_index("sku")
+    found = []
+    for row in totals[totals["system"].isin(rule.compare_in)].itertuples():
+        if row.sku not in truth.index:
+            continue
+        authoritative = truth.loc[row.sku]
+        if isinstance(authoritative, pd.DataFrame):
+            authoritative = authoritative.iloc[0]
+        fresher = pd.isna(row.updated_at) or (pd.notna(authoritative["updated_at"])
+                                              and authoritative["updated_at"] >= row.updated_at)
+        if int(row.available) == int(authoritative["available"]) or not fresher:
+            continue
+        found.append(_exception(
+            routing, "reconciliation_mismatch", system=row.system, account=row.account, entity="inventory_levels",
+            record_id=f"sku:{row.sku}", partition_key=row.partition_key,
+            rule="inventory_levels.available:differs_from_source_of_truth", field="available", value=row.available,
+            reason=f"{row.system.capitalize()} shows {int(row.available)} available for SKU {row.sku}, while "
+                   f"{rule.system.capitalize()}, the source of truth for stock, shows {int(authoritative['available'])} "
+                   "in a fresher update. Fix: set the stock in "
+                   f"{row.system.capitalize()} from {rule.system.capitalize()}, or correct {rule.system.capitalize()}",
+            details={"sku": row.sku, "value": int(row.available), "source_of_truth": int(authoritative["available"])}))
+    return found
+
+
+def check(ledger: Ledger, routing: Routing, *, now=None, rules: list[FieldRule] | None = None,
+          run_id: str | None = None) -> dict[str, int]:
+    """Apply every rule; open its exceptions; return how many were opened, seen again and reopened."""
+    now = now or utc_now()
+    rules = load_rules() if rules is None else rules
+    found: list[dict] = []
+    for rule in rules:
+        table = ledger.read_table(rule.table)
+        found += stale_values(table, rule, routing, now)
+        if rule.table == "inventory_levels" and rule.column == "available" and rule.compare_in:
+            found += stock_disagreements(table, ledger.read_table("product_variants"), rule, routing)
+    if not found:
+        return {"opened": 0, "seen_again": 0, "reopened": 0}
+    return ledger.open_exceptions(pd.DataFrame(found), run_id=run_id)
