@@ -99,6 +99,37 @@ def _stripe_live(settings: Settings, base_url: str | None) -> LiveClient:
     )
 
 
+def _netsuite_live(settings: Settings, base_url: str | None) -> LiveClient:
+    from meshline_pipelines.netsuite.api import NetSuiteClient, default_base_url
+
+    account_id = settings.value("NETSUITE_ACCOUNT_ID")
+    return NetSuiteClient(
+        account_id=account_id, consumer_key=settings.secret("NETSUITE_CONSUMER_KEY"),
+        consumer_secret=settings.secret("NETSUITE_CONSUMER_SECRET"), token_id=settings.secret("NETSUITE_TOKEN_ID"),
+        token_secret=settings.secret("NETSUITE_TOKEN_SECRET"),
+        base_url=base_url or settings.value("NETSUITE_API_BASE_URL", default_base_url(account_id)),
+    )
+
+
+def _hubspot_live(settings: Settings, base_url: str | None) -> LiveClient:
+    from meshline_pipelines.hubspot.api import HubSpotClient
+
+    return HubSpotClient(
+        portal_id=settings.value("HUBSPOT_PORTAL_ID"), access_token=settings.secret("HUBSPOT_ACCESS_TOKEN"),
+        base_url=base_url or settings.value("HUBSPOT_API_BASE_URL", "https://api.hubapi.com"),
+    )
+
+
+def _shipstation_live(settings: Settings, base_url: str | None) -> LiveClient:
+    from meshline_pipelines.shipstation.api import ShipStationClient
+
+    return ShipStationClient(
+        account_id=settings.value("SHIPSTATION_ACCOUNT_ID"), api_key=settings.secret("SHIPSTATION_API_KEY"),
+        api_secret=settings.secret("SHIPSTATION_API_SECRET"),
+        base_url=base_url or settings.value("SHIPSTATION_API_BASE_URL", "https://ssapi.shipstation.com"),
+    )
+
+
 def _file_client(system: str) -> SourceClient:
     def account(name: str) -> str:
         return os.environ.get(name) or DEMO_ACCOUNTS[name]
@@ -114,7 +145,13 @@ LIVE_CLIENTS: dict[str, Callable[[Settings, str | None], LiveClient]] = {
     "shopify": _shopify_live,
     "amazon": _amazon_live,
     "stripe": _stripe_live,
+    "netsuite": _netsuite_live,
+    "hubspot": _hubspot_live,
+    "shipstation": _shipstation_live,
 }
+# Systems read from dropped files or their API; the others (ERP, CRM, fulfillment) are API only,
+# and their inbound streams exist in Dagster when <SYSTEM>_MODE=api.
+SOURCE_SYSTEMS = ("shopify", "amazon", "stripe")
 
 
 def live_client(system: str, *, base_url: str | None = None, resolve_secrets: bool = True) -> LiveClient:
@@ -127,7 +164,10 @@ def live_client(system: str, *, base_url: str | None = None, resolve_secrets: bo
 
 def source_clients() -> dict[str, SourceClient]:
     """Build one client per system for the Dagster resources, each in the mode its system is set to."""
-    return {
+    clients = {
         system: live_client(system, resolve_secrets=False) if mode(system) == API else _file_client(system)
-        for system in LIVE_CLIENTS
+        for system in SOURCE_SYSTEMS
     }
+    clients.update({system: live_client(system, resolve_secrets=False)
+                    for system in LIVE_CLIENTS if system not in SOURCE_SYSTEMS and mode(system) == API})
+    return clients

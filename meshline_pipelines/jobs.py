@@ -21,7 +21,6 @@ from meshline_pipelines.webhooks.inbox import RECEIVED, events_by_id
 from meshline_pipelines.webhooks.process import process_events
 
 EXTRACT_JOB = "meshline_extract"
-SYSTEMS = ("shopify", "amazon", "stripe")
 
 
 class ExtractConfig(dg.Config):
@@ -42,7 +41,7 @@ def _moment(value: str | None) -> datetime | None:
 def build_extract_job(streams: list[Stream]) -> dg.JobDefinition:
     by_key = {(stream.system, stream.name): stream for stream in streams}
 
-    @dg.op(name="extract_live_stream", required_resource_keys={*SYSTEMS, "ledger", "routing"},
+    @dg.op(name="extract_live_stream", required_resource_keys={*{system for system, _ in by_key}, "ledger", "routing"},
            retry_policy=SOURCE_RETRY_POLICY)
     def extract_live_stream(context: dg.OpExecutionContext, config: ExtractConfig) -> None:
         stream = by_key.get((config.system, config.stream))

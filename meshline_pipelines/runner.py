@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from meshline_pipelines import settings
-from meshline_pipelines.definitions import MAIN_JOB, STREAMS
+from meshline_pipelines.definitions import DELIVERIES, MAIN_JOB, STREAMS
 from meshline_pipelines.ledger.store import utc_now
 from meshline_pipelines.partitions import daily_partitions
 from meshline_pipelines.triggers import FAILED, SUCCEEDED, TRIGGER_TAG, finish_trigger, record_trigger, trigger_tag
@@ -25,7 +25,7 @@ class PartitionRun:
 
 
 def partitions_with_data(defs: dg.Definitions) -> dict[str, list[dg.AssetKey]]:
-    """Partition key -> the assets whose source has data for it."""
+    """Partition key -> the assets whose source has data for it, and the deliveries that follow them."""
     clients = defs.resources
     valid_keys = set(daily_partitions.get_partition_keys())
     planned: dict[str, list[dg.AssetKey]] = {}
@@ -37,6 +37,9 @@ def partitions_with_data(defs: dg.Definitions) -> dict[str, list[dg.AssetKey]]:
                             settings.partitions_start(), settings.PARTITIONS_START_ENV)
                 continue
             planned.setdefault(partition_key, []).append(stream.asset_key)
+    # A delivery follows its streams: it runs in a partition where one of its upstream streams has data.
+    for asset_keys in planned.values():
+        asset_keys += [delivery.asset_key for delivery in DELIVERIES if set(delivery.upstream) & set(asset_keys)]
     return dict(sorted(planned.items()))
 
 

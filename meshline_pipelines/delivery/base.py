@@ -8,6 +8,8 @@ one record in the target. Transient failures (429, 5xx, timeouts) are retried by
 with the target's own message, which becomes an exception for the decision owner.
 """
 
+import hashlib
+import re
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -15,6 +17,22 @@ from typing import Any, ClassVar
 from meshline_pipelines.sources.live import LiveClient
 
 DELIVERED, RETRY, REJECTED = "delivered", "retry", "rejected"
+_KEY_DISALLOWED = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def record_key(system: str, account: str, source_id: str) -> str:
+    """Build the key a target upserts a canonical record by: shopify-1a2b3c4d-820982911946154508.
+
+    Targets accept few characters in their keys (NetSuite external IDs allow letters, digits, `_`
+    and `-`), and an account (a shop domain, a seller and marketplace) seldom fits, so the account
+    is a short hash. A source ID with other characters has them replaced by `_`, and a hash of the
+    original keeps two such IDs apart.
+    """
+    account_hash = hashlib.sha256(account.encode()).hexdigest()[:8]
+    cleaned = _KEY_DISALLOWED.sub("_", source_id)
+    if cleaned != source_id:
+        cleaned += "_" + hashlib.sha256(source_id.encode()).hexdigest()[:8]
+    return f"{system}-{account_hash}-{cleaned}"
 
 
 @dataclass(frozen=True)

@@ -243,5 +243,8 @@ def _reason(response: httpx.Response) -> str:
             message = error[0].get("message") or error[0].get("code")
         elif isinstance(error, str):
             message = error
+        if not message and isinstance(body.get("message"), str):
+            # HubSpot and others put their error text in a top-level `message`.
+            message = body["message"]
     text = str(message) if message else (response.reason_phrase or "no reason given")
     return text[:200]

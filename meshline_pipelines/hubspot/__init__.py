@@ -1,0 +1,1 @@
+"""HubSpot CRM: contacts read as canonical customers, and customers written back as contacts."""
