@@ -147,6 +147,14 @@ def _print_summary(ledger, runs) -> None:
         grouped = open_exceptions.groupby(["kind", "owner"]).size().reset_index(name="open")
         _print_table("Open exceptions by kind and owner", grouped.to_dict(orient="records"), ["kind", "owner", "open"])
 
+    from meshline_pipelines.delivery.outbox import delivery_mode, read_outbox
+
+    planned = read_outbox(ledger)
+    if not planned.empty:
+        grouped = planned.groupby(["target", "entity", "status"]).size().reset_index(name="records")
+        _print_table(f"Outbox ({delivery_mode().replace('_', ' ')} mode; `meshline outbox list` shows each payload)",
+                     grouped.to_dict(orient="records"), ["target", "entity", "status", "records"])
+
     manifest = read_manifest()
     if manifest is not None:
         _print_planted_and_found(ledger, manifest)

@@ -27,7 +27,7 @@ def serve(handler: Callable[[httpx.Request], httpx.Response]) -> Iterator[str]:
             self.end_headers()
             self.wfile.write(body)
 
-        do_GET = do_POST = _answer
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
 
         def log_message(self, format, *args) -> None:
             pass

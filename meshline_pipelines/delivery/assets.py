@@ -55,7 +55,7 @@ class DeliveryTargetsResource(dg.ConfigurableResource):
         return live_client(target)
 
     def account(self, target: str) -> str:
-        """The target account for outbox rows: the configured one, or `dry-run` when nothing is configured."""
+        """Return the target account for outbox rows: the configured one, or `dry-run` when nothing is configured."""
         from meshline_pipelines.clients import SettingError, live_client
 
         try:
@@ -74,7 +74,7 @@ def _source_rows(ledger: Ledger, delivery: Delivery, partition_key: str) -> tupl
 
 
 def _cannot_build(delivery: Delivery, row: dict, message: str, routing) -> dict:
-    """A failed_validation exception for a record whose target payload cannot be built."""
+    """Build the failed_validation exception of a record whose target payload cannot be built."""
     route = routing.route("failed_validation", row["system"], delivery.source_table)
     rule = f"{delivery.target}.{delivery.entity}:cannot_build"
     parts = ["failed_validation", row["system"], row["account"], delivery.source_table, row["source_id"], rule]

@@ -49,7 +49,7 @@ class OutboundRecord:
 
 @dataclass
 class DeliveryResult:
-    """What the target answered for one record."""
+    """The target's response for one record."""
 
     idempotency_key: str
     status: str  # delivered, retry or rejected

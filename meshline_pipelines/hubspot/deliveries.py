@@ -1,4 +1,4 @@
-"""What MeshLine delivers to HubSpot: the storefront's customers as contacts, upserted by email."""
+"""Deliveries to HubSpot: the storefront's customers as contacts, upserted by email."""
 
 import dagster as dg
 

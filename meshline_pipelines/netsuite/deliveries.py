@@ -1,4 +1,4 @@
-"""What MeshLine delivers to NetSuite: sales orders from the selling channels, and customers."""
+"""Deliveries to NetSuite: sales orders from the selling channels, and the storefront's customers."""
 
 import dagster as dg
 import pandas as pd

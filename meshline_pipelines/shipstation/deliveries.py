@@ -1,4 +1,4 @@
-"""What MeshLine delivers to ShipStation: the channels' orders to fulfill, created or updated by order key."""
+"""Deliveries to ShipStation: the channels' orders to fulfill, created or updated by order key."""
 
 import pandas as pd
 
