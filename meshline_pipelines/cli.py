@@ -184,7 +184,7 @@ def _run(partitions: list[str] | None) -> None:
     import dagster as dg
 
     from meshline_pipelines.definitions import defs
-    from meshline_pipelines.runner import run_main_job
+    from meshline_pipelines.runner import refresh_queue, run_main_job
 
     home = _ensure_dagster_home()
     console.print(f"Ledger: {_redacted(settings.database_url())}\nDagster home: {home}\nImports: {settings.import_dir()}")
@@ -194,9 +194,12 @@ def _run(partitions: list[str] | None) -> None:
             on_start=lambda key, count: console.print(f"Running {_plural(count, 'asset')} for partition {key} ..."),
             log_level="WARNING",
         )
+        refreshed = refresh_queue(defs, instance, log_level="WARNING")
     for run in runs:
         state = "succeeded" if run.success else f"failed in {', '.join(run.failed_steps)}"
         console.print(f"  {run.partition_key}: run {run.run_id[:8]} {state}")
+    console.print("Exception queue refreshed: cross-record checks, identity links, source of truth, escalation."
+                  if refreshed else "[red]The exception queue refresh failed; see its run in the Dagster UI.[/red]")
     _print_summary(_ledger(), runs)
 
 

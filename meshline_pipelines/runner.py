@@ -10,6 +10,7 @@ from meshline_pipelines import settings
 from meshline_pipelines.definitions import DELIVERIES, MAIN_JOB, STREAMS
 from meshline_pipelines.ledger.store import utc_now
 from meshline_pipelines.partitions import daily_partitions
+from meshline_pipelines.queue_asset import QUEUE_JOB
 from meshline_pipelines.triggers import FAILED, SUCCEEDED, TRIGGER_TAG, finish_trigger, record_trigger, trigger_tag
 
 log = logging.getLogger(__name__)
@@ -86,3 +87,14 @@ def run_main_job(defs: dg.Definitions, instance: dg.DagsterInstance, *, only: li
         runs.append(PartitionRun(partition_key, [key.to_user_string() for key in asset_keys], result.run_id,
                                  result.success, failed))
     return runs
+
+
+def refresh_queue(defs: dg.Definitions, instance: dg.DagsterInstance, *, log_level: str = "INFO") -> bool:
+    """Materialize the exception queue: detectors, identity links, source-of-truth rules, escalation."""
+    result = defs.resolve_job_def(QUEUE_JOB).execute_in_process(
+        instance=instance, raise_on_error=False, tags={TRIGGER_TAG: "manual:meshline run:queue"},
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+    )
+    if not result.success:
+        log.error("the exception queue refresh failed in run %s", result.run_id)
+    return result.success

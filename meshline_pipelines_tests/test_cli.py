@@ -51,11 +51,12 @@ def test_demo_then_run_keeps_the_end_state(meshline_home, ledger_url):
     triggers = read_triggers(ledger)
     assert set(triggers["kind"]) == {"manual"}
     assert set(triggers["status"]) == {"succeeded"}
-    assert set(triggers["system"]) == {"shopify", "amazon", "stripe"}
+    assert set(triggers["system"]) == {"shopify", "amazon", "stripe", "netsuite", "hubspot", "shipstation"}
 
     path = json.loads(_invoke("trace", "shopify", "450789469", "--format", "json"))
     steps = [step["step"] for step in path]
-    assert {"trigger: manual", "landed raw", "stored", "current state"} <= set(steps)
+    assert {"trigger: manual", "landed raw", "stored", "current state", "mapped: order", "delivery: dry_run"} <= set(
+        steps)
     assert steps.index("landed raw") < steps.index("stored")
     held = ledger.read_exceptions().iloc[0]
     held_path = json.loads(_invoke("trace", held["system"], held["record_id"], "--format", "json"))
