@@ -15,6 +15,7 @@ from meshline_pipelines.queue_asset import exception_queue, queue_after_main_job
 from meshline_pipelines.resources import LedgerResource, RoutingResource
 from meshline_pipelines.routing import load_routing
 from meshline_pipelines.shipstation.assets import STREAMS as SHIPSTATION_STREAMS
+from meshline_pipelines.shopify.deliveries import DELIVERIES as SHOPIFY_DELIVERIES
 from meshline_pipelines.shipstation.deliveries import DELIVERIES as SHIPSTATION_DELIVERIES
 from meshline_pipelines.sensors import (
     catch_up_schedule, connector_failure_sensor, import_folder_sensor, inbox_sensor, poll_sensor,
@@ -41,7 +42,9 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource] | None = Non
         stream_asset(stream, client_key=stream.system, owners=[routing.system_owner(stream.system)])
         for stream in streams
     ]
-    deliveries = [delivery_asset(delivery) for delivery in DELIVERIES]
+    # Stock from the source of truth needs the NetSuite stream it follows.
+    stock = SHOPIFY_DELIVERIES if "netsuite" in clients else []
+    deliveries = [delivery_asset(delivery) for delivery in [*DELIVERIES, *stock]]
     main_job = dg.define_asset_job(
         MAIN_JOB,
         selection=dg.AssetSelection.assets(*assets, *deliveries),

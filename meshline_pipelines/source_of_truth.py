@@ -25,6 +25,7 @@ from meshline_pipelines.ledger.store import utc_now
 from meshline_pipelines.routing import Routing
 
 FILE_ENV = "MESHLINE_SOURCE_OF_TRUTH_FILE"
+TOLERANCE_ENV = "MESHLINE_STOCK_TOLERANCE"
 CHANNEL = "channel"
 _DURATION = re.compile(r"^(\d+)\s*([mhd])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
@@ -126,29 +127,53 @@ def stock_by_sku(levels: pd.DataFrame, variants: pd.DataFrame) -> pd.DataFrame:
         partition_key=("partition_key", "max")).reset_index()
 
 
-def stock_disagreements(levels: pd.DataFrame, variants: pd.DataFrame, rule: FieldRule, routing: Routing) -> list[dict]:
+def stock_tolerance() -> int:
+    raw = os.environ.get(TOLERANCE_ENV)
+    if raw is None:
+        return 0
+    try:
+        units = int(raw)
+    except ValueError:
+        raise SourceOfTruthError(f"{TOLERANCE_ENV}={raw!r} is not a whole number of units: set, for example, 2") from None
+    if units < 0:
+        raise SourceOfTruthError(f"{TOLERANCE_ENV}={raw!r} is negative: set 0 or more units")
+    return units
+
+
+def stock_comparison(levels: pd.DataFrame, variants: pd.DataFrame, rule: FieldRule) -> pd.DataFrame:
+    """Per compared system and SKU: its total, the authoritative total, the drift and the authority's age."""
     totals = stock_by_sku(levels, variants)
-    truth = totals[totals["system"] == rule.system].set_index("sku")
+    truth = (totals[totals["system"] == rule.system].sort_values("updated_at")
+             .drop_duplicates("sku", keep="last").set_index("sku"))
+    compared = totals[totals["system"].isin(rule.compare_in) & totals["sku"].isin(truth.index)].copy()
+    compared["authoritative"] = compared["sku"].map(truth["available"]).astype("Int64")
+    compared["authoritative_at"] = compared["sku"].map(truth["updated_at"])
+    compared["drift"] = (compared["available"] - compared["authoritative"]).astype("Int64")
+    compared["authority_fresher"] = compared["updated_at"].isna() | (
+        compared["authoritative_at"].notna() & (compared["authoritative_at"] >= compared["updated_at"]))
+    return compared.reset_index(drop=True)
+
+
+def stock_disagreements(levels: pd.DataFrame, variants: pd.DataFrame, rule: FieldRule, routing: Routing, *,
+                        tolerance: int = 0, now=None) -> list[dict]:
+    """Stock that differs from a fresher authoritative total by more than `tolerance` units."""
+    now = pd.Timestamp(now or utc_now())
+    compared = stock_comparison(levels, variants, rule)
+    drifting = compared[compared["authority_fresher"] & (compared["drift"].abs() > tolerance)]
     found = []
-    for row in totals[totals["system"].isin(rule.compare_in)].itertuples():
-        if row.sku not in truth.index:
-            continue
-        authoritative = truth.loc[row.sku]
-        if isinstance(authoritative, pd.DataFrame):
-            authoritative = authoritative.iloc[0]
-        fresher = pd.isna(row.updated_at) or (pd.notna(authoritative["updated_at"])
-                                              and authoritative["updated_at"] >= row.updated_at)
-        if int(row.available) == int(authoritative["available"]) or not fresher:
-            continue
+    for row in drifting.itertuples():
+        age = now - row.authoritative_at if pd.notna(row.authoritative_at) else None
+        age_text = f", updated {age.days} days {age.seconds // 3600} hours ago" if age is not None else ""
         found.append(_exception(
             routing, "reconciliation_mismatch", system=row.system, account=row.account, entity="inventory_levels",
             record_id=f"sku:{row.sku}", partition_key=row.partition_key,
             rule="inventory_levels.available:differs_from_source_of_truth", field="available", value=row.available,
             reason=f"{row.system.capitalize()} shows {int(row.available)} available for SKU {row.sku}, while "
-                   f"{rule.system.capitalize()}, the source of truth for stock, shows {int(authoritative['available'])} "
-                   "in a fresher update. Fix: set the stock in "
+                   f"{rule.system.capitalize()}, the source of truth for stock, shows {int(row.authoritative)}"
+                   f"{age_text} (drift {int(row.drift):+d}, tolerance {tolerance}). Fix: set the stock in "
                    f"{row.system.capitalize()} from {rule.system.capitalize()}, or correct {rule.system.capitalize()}",
-            details={"sku": row.sku, "value": int(row.available), "source_of_truth": int(authoritative["available"])}))
+            details={"sku": row.sku, "value": int(row.available), "source_of_truth": int(row.authoritative),
+                     "drift": int(row.drift), "source_of_truth_updated_at": row.authoritative_at}))
     return found
 
 
@@ -162,7 +187,8 @@ def check(ledger: Ledger, routing: Routing, *, now=None, rules: list[FieldRule] 
         table = ledger.read_table(rule.table)
         found += stale_values(table, rule, routing, now)
         if rule.table == "inventory_levels" and rule.column == "available" and rule.compare_in:
-            found += stock_disagreements(table, ledger.read_table("product_variants"), rule, routing)
+            found += stock_disagreements(table, ledger.read_table("product_variants"), rule, routing,
+                                         tolerance=stock_tolerance(), now=now)
     if not found:
         return {"opened": 0, "seen_again": 0, "reopened": 0}
     return ledger.open_exceptions(pd.DataFrame(found), run_id=run_id)

@@ -35,6 +35,8 @@ class Delivery:
     # (ledger, source row, the partition's rows of every table it needs) -> (record key, payload), or None to skip
     build: Callable[[Ledger, dict, dict[str, pd.DataFrame]], tuple[str, dict] | None]
     needs: tuple[str, ...] = ()  # other canonical tables the payload reads, e.g. order_lines
+    # The partition's source rows, when they are not simply the source table's rows of the partition.
+    rows: Callable[[Ledger, str], pd.DataFrame] | None = None
 
     @property
     def asset_key(self) -> dg.AssetKey:
@@ -67,8 +69,11 @@ class DeliveryTargetsResource(dg.ConfigurableResource):
 
 
 def _source_rows(ledger: Ledger, delivery: Delivery, partition_key: str) -> tuple[pd.DataFrame, dict]:
-    frame = ledger.read_table(delivery.source_table)
-    rows = frame[frame["system"].isin(delivery.source_systems) & (frame["partition_key"] == partition_key)]
+    if delivery.rows is not None:
+        rows = delivery.rows(ledger, partition_key)
+    else:
+        frame = ledger.read_table(delivery.source_table)
+        rows = frame[frame["system"].isin(delivery.source_systems) & (frame["partition_key"] == partition_key)]
     related = {table: ledger.read_table(table) for table in delivery.needs}
     return rows, related
 

@@ -17,13 +17,14 @@ import httpx
 from pydantic import Field, PrivateAttr, field_validator
 
 from meshline_pipelines.shopify.shops import SHOP_DOMAIN
-from meshline_pipelines.sources.http import Throttle
-from meshline_pipelines.sources.live import LiveClient, parse_cursor
+from meshline_pipelines.delivery.base import DELIVERED, REJECTED, RETRY, DeliveryResult, OutboundRecord, TargetClient
+from meshline_pipelines.sources.http import ApiRequestError, ApiUnavailable, Throttle
+from meshline_pipelines.sources.live import parse_cursor
 
 READ_THROUGH_ORDERS = ("refunds", "transactions")
 
 
-class ShopifyAdminClient(LiveClient):
+class ShopifyAdminClient(TargetClient):
     """One shop's Admin API. One client reads one stream at a time, because the order update times
     that give refunds and transactions their cursors are kept from one `pages()` call to the
     `cursor()` calls after it."""
@@ -45,6 +46,7 @@ class ShopifyAdminClient(LiveClient):
     # Shopify Payments payouts and balance transactions are read from files only, by ShopifyFileClient.
     streams: ClassVar[tuple[str, ...]] = ("orders", "refunds", "transactions", "customers", "inventory_levels",
                                           "products")
+    entities: ClassVar[tuple[str, ...]] = ("inventory_level",)
 
     # Order ID to the update time of that order in the last orders read for refunds or transactions.
     _order_updated_at: dict[str, datetime] = PrivateAttr(default_factory=dict)
@@ -89,3 +91,29 @@ class ShopifyAdminClient(LiveClient):
             if order_updated_at is not None:
                 return order_updated_at
         return parse_cursor(payload.get(self.time_field(stream)))
+
+    def deliver(self, entity: str, records: list[OutboundRecord]) -> list[DeliveryResult]:
+        """Set stock with POST inventory_levels/set.json, one item and location per record.
+
+        Setting an absolute quantity is idempotent, so sending a version twice leaves the same
+        stock. Both Admin API clients deliver through this REST endpoint, which the same token
+        may call.
+        """
+        if entity not in self.entities:
+            raise ValueError(f"Shopify takes no {entity!r} deliveries: expected one of {', '.join(self.entities)}")
+        path = f"/admin/api/{self.api_version}/inventory_levels/set.json"
+        results = []
+        for record in records:
+            try:
+                response = self.session().request("POST", path, json=record.payload)
+            except ApiUnavailable as exc:
+                results.append(DeliveryResult(record.idempotency_key, RETRY, http_status=exc.status, message=str(exc)))
+                continue
+            except ApiRequestError as exc:
+                results.append(DeliveryResult(record.idempotency_key, REJECTED, http_status=exc.status,
+                                              message=exc.reason))
+                continue
+            level = self.session().read_json(response, "POST").get("inventory_level") or {}
+            results.append(DeliveryResult(record.idempotency_key, DELIVERED, http_status=response.status_code,
+                                          target_id=f"{level.get('inventory_item_id')}@{level.get('location_id')}"))
+        return results

@@ -239,6 +239,10 @@ def _reason(response: httpx.Response) -> str:
         error = body.get("error") or body.get("errors")
         if isinstance(error, dict):
             message = error.get("message") or error.get("code")
+            if not message:
+                # Shopify's validation errors: {"errors": {"available": ["must be a number"]}}.
+                message = "; ".join(f"{key}: {', '.join(map(str, value)) if isinstance(value, list) else value}"
+                                    for key, value in error.items())
         elif isinstance(error, list) and error and isinstance(error[0], dict):
             message = error[0].get("message") or error[0].get("code")
         elif isinstance(error, str):
