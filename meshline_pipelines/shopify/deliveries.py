@@ -18,7 +18,7 @@ SOURCE_OF_TRUTH = "netsuite"
 
 
 def _stock_by_sku(ledger: Ledger, partition_key: str) -> pd.DataFrame:
-    """One row per SKU with NetSuite changes in the partition: its total across locations."""
+    """Return one row per SKU with NetSuite changes in the partition: its total across locations."""
     levels = ledger.read_table("inventory_levels")
     truth = levels[(levels["system"] == SOURCE_OF_TRUTH) & levels["sku"].notna()]
     changed = set(truth.loc[truth["partition_key"] == partition_key, "sku"])
