@@ -5,7 +5,8 @@ customer, the SKU text), the linked record in another system, where the link cam
 confidence. Links come from the records themselves (a payment naming its order, equal normalized
 emails, equal SKUs) and from deliveries (the ID a target gave the record MeshLine sent). A
 customer email shared by two storefront customers is ambiguous: it becomes an
-`unmapped_reference` exception instead of a guess.
+`unmapped_reference` exception instead of a guess. So does an order line whose SKU matches no
+ERP item, once the ERP's items are known, since the order would reach the ERP unbookable.
 """
 
 import hashlib
@@ -23,6 +24,7 @@ from meshline_pipelines.routing import Routing
 
 CHANNELS = ("shopify", "amazon")
 STOREFRONT = "shopify"
+ERP = "netsuite"
 
 
 def canonical_id(entity: str, system: str, account: str, source_id: str) -> str:
@@ -161,16 +163,61 @@ def sku_links(variants: pd.DataFrame, levels: pd.DataFrame) -> list[dict]:
     return links
 
 
+def shipment_links(shipments: pd.DataFrame, sent: pd.DataFrame) -> list[dict]:
+    """Fulfillment orders to the channel order MeshLine sent under the same order key."""
+    orders_sent = sent[sent["entity"] == "order"].drop_duplicates("record_key").set_index("record_key")
+    links = []
+    for row in shipments[shipments["order_key"].isin(orders_sent.index)].itertuples():
+        source = orders_sent.loc[row.order_key]
+        anchor = canonical_id("order", source["source_system"], source["source_account"], source["source_id"])
+        links.append(_link("order", anchor, row.system, row.account, row.order_source_id or row.order_key,
+                           "order key MeshLine sent", 1.0))
+    return links
+
+
+def skus_without_item(lines: pd.DataFrame, sku_links: pd.DataFrame, routing: Routing) -> list[dict]:
+    """Order lines whose SKU the ERP does not know, once the ERP's items are in the identity map.
+
+    Such a line would reach the ERP as an order for an item that does not exist there, so the
+    order is held with an `unmapped_reference` exception until the SKU is linked.
+    """
+    erp_skus = set(sku_links.loc[sku_links["system"] == ERP, "canonical_id"].str.removeprefix("sku:"))
+    if not erp_skus:
+        return []
+    channel_lines = lines[lines["system"].isin(CHANNELS) & lines["sku"].notna() & ~lines["sku"].isin(erp_skus)]
+    found = []
+    for row in channel_lines.itertuples():
+        route = routing.route("unmapped_reference", row.system, "order_lines")
+        rule = "order_lines.sku:no_erp_item"
+        parts = ["unmapped_reference", row.system, row.account, "order_lines", row.order_source_id, rule, row.sku]
+        found.append({
+            "fingerprint": hashlib.sha256("\x1f".join(parts).encode()).hexdigest(), "kind": "unmapped_reference",
+            "system": row.system, "account": row.account, "entity": "order_lines", "record_id": row.order_source_id,
+            "partition_key": row.partition_key, "rule": rule, "field": "sku", "value": row.sku,
+            "owner": route.owner, "decision_owner": route.decision_owner,
+            "reason": f"{row.system.capitalize()} order {row.order_source_id} has a line with SKU {row.sku}, which "
+                      f"matches no {ERP.capitalize()} item. Fix: create the item in {ERP.capitalize()} or correct "
+                      "the SKU; the order is held from delivery until then",
+            "details": json.dumps({"line": row.source_id}), "due_after": route.due_after,
+        })
+    return found
+
+
 def build_links(ledger: Ledger, routing: Routing, *, run_id: str | None = None) -> dict[str, int]:
-    """Link what the stored records tell; open an exception per ambiguous customer match."""
+    """Link what the stored records tell; open an exception per ambiguous match and per SKU the ERP lacks."""
     orders, payments = ledger.read_table("orders"), ledger.read_table("payments")
     customer_found, problems = customer_links(ledger.read_table("customers"), routing)
+    # Imported here: the outbox records delivered IDs in the identity map, so it imports this module.
+    from meshline_pipelines.delivery.outbox import read_outbox
+
     counts = {
-        "order": link(ledger, order_links(orders, payments)),
+        "order": link(ledger, order_links(orders, payments)
+                      + shipment_links(ledger.read_table("shipments"), read_outbox(ledger))),
         "customer": link(ledger, customer_found),
         "sku": link(ledger, sku_links(ledger.read_table("product_variants"), ledger.read_table("inventory_levels"))),
     }
+    problems += skus_without_item(ledger.read_table("order_lines"), read_links(ledger, entity="sku"), routing)
     if problems:
         ledger.open_exceptions(pd.DataFrame(problems), run_id=run_id)
-    counts["ambiguous"] = len(problems)
+    counts["unmapped"] = len(problems)
     return counts

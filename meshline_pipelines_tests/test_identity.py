@@ -3,10 +3,15 @@
 import copy
 import json
 
+from datetime import datetime, timezone
+
+from meshline_pipelines.delivery.base import record_key
+from meshline_pipelines.delivery.outbox import DRY, Planned, plan
 from meshline_pipelines.identity import build_links, normalize_email, normalize_phone, read_links
 from meshline_pipelines.ledger.tables import CANONICAL_TABLES
 from meshline_pipelines_tests.conftest import drop_file, sample_json
 from meshline_pipelines_tests.helpers import run
+from meshline_pipelines_tests.test_source_of_truth import _netsuite_level
 
 
 def test_normalizers():
@@ -53,7 +58,7 @@ def test_shared_email_makes_match_ambiguous(ledger, routing, import_dir):
 
     counts = build_links(ledger, routing)
 
-    assert counts["ambiguous"] == 1
+    assert counts["unmapped"] == 1
     problem = ledger.read_exceptions().iloc[0]
     assert (problem["kind"], problem["record_id"]) == ("unmapped_reference", "501")
     assert "matches 2 storefront customers by email (207119551, 207119552)" in problem["reason"]
@@ -61,3 +66,36 @@ def test_shared_email_makes_match_ambiguous(ledger, routing, import_dir):
     hubspot = links[links["system"] == "hubspot"]
     assert hubspot[["system_id", "canonical_id", "link_source"]].values.tolist() == [
         ["502", "customer:shopify:jsmith.myshopify.com:1073339462", "same email"]]
+
+
+def test_order_line_with_a_sku_the_erp_lacks_is_unmapped(ledger, routing, import_dir):
+    drop_file(import_dir, "shopify", "orders.json")
+    run("shopify", "orders", import_dir, ledger, routing)
+    for sku in ("IPOD2008GREEN", "IPOD2008RED"):
+        _netsuite_level(ledger, sku, 5, datetime(2026, 11, 24, tzinfo=timezone.utc))
+
+    build_links(ledger, routing)
+
+    found = ledger.read_exceptions()
+    assert found[["record_id", "rule", "value"]].values.tolist() == [
+        ["450789469", "order_lines.sku:no_erp_item", "IPOD2008BLACK"]]
+    assert "matches no Netsuite item" in found.iloc[0]["reason"]
+
+
+def test_shipment_links_to_the_order_sent_under_its_key(ledger, routing):
+    key = record_key("shopify", "jsmith.myshopify.com", "450789469")
+    plan(ledger, "shipstation", "acme", "order", [Planned("shopify", "jsmith.myshopify.com", "450789469", "v1", key,
+                                                          {"orderKey": key})], mode=DRY)
+    with ledger.engine.begin() as connection:
+        connection.execute(CANONICAL_TABLES["shipments"].insert().values(
+            system="shipstation", account="acme", source_id="880001", version="sha256:x", extra=None,
+            order_source_id="123456789", order_key=key, order_number="#1001", tracking_number="1Z999",
+            carrier="ups", service="ups_ground", ship_date=None, voided=False,
+            created_at=datetime(2026, 11, 25, tzinfo=timezone.utc), content_hash="sha256:x",
+            partition_key="2026-11-25", run_id="test", loaded_at=datetime(2026, 11, 25, tzinfo=timezone.utc)))
+
+    build_links(ledger, routing)
+
+    links = read_links(ledger, entity="order")
+    assert links.loc[links["system"] == "shipstation", ["canonical_id", "system_id"]].values.tolist() == [
+        ["order:shopify:jsmith.myshopify.com:450789469", "123456789"]]
