@@ -111,7 +111,7 @@ def extract_stream(stream: Stream, client: LiveClient, ledger: Ledger, routing: 
     """Extract the stream's records since its watermark and store them; return what happened.
 
     Records read again because they tie with the watermark's cursor, and were stored by an earlier
-    run, are counted as already stored and not passed on. Records with no cursor (report rows) go
+    run, are counted as already stored; the ledger absorbs them unless they changed. Records with no cursor (report rows) go
     to the partition of the window's last day, and a stream whose records all lack a cursor
     moves its watermark to the window's end.
     """
@@ -133,12 +133,14 @@ def extract_stream(stream: Stream, client: LiveClient, ledger: Ledger, routing: 
     extraction = Extraction(stream=stream, account=account, window=window, watermark_before=watermark,
                             watermark_after=watermark, fetched=len(records))
 
-    seen = pd.Series([watermark.already_stored(cursor, record_id) for cursor, record_id
-                      in zip(records["cursor"], records["record_id"])], index=records.index, dtype=bool)
-    extraction.already_stored = int(seen.sum())
-    records = records[~seen]
+    # Records tied with the watermark that an earlier run stored are still passed on: the ledger
+    # absorbs an unchanged one, and stores one that changed without moving its cursor (a Stripe
+    # fee filled in later keeps its payout's creation time).
+    seen = [watermark.already_stored(cursor, record_id) for cursor, record_id
+            in zip(records["cursor"], records["record_id"])]
+    extraction.already_stored = sum(seen)
     if records.empty:
-        logger.info(f"{where}: nothing new since the watermark ({extraction.fetched} records read again)")
+        logger.info(f"{where}: nothing in the window")
         return extraction
 
     last_day = (window.until - timedelta(microseconds=1)).date().isoformat()
