@@ -198,8 +198,9 @@ def _run(partitions: list[str] | None) -> None:
     for run in runs:
         state = "succeeded" if run.success else f"failed in {', '.join(run.failed_steps)}"
         console.print(f"  {run.partition_key}: run {run.run_id[:8]} {state}")
-    console.print("Exception queue refreshed: cross-record checks, identity links, source of truth, escalation."
-                  if refreshed else "[red]The exception queue refresh failed; see its run in the Dagster UI.[/red]")
+    console.print("Reconciliations run and exception queue refreshed: cross-record checks, identity links, source of "
+                  "truth, escalation." if refreshed else
+                  "[red]A reconciliation or the exception queue refresh failed; see its run in the Dagster UI.[/red]")
     _print_summary(_ledger(), runs)
 
 
@@ -670,6 +671,34 @@ def list_inbox(
     frame["received_at"] = frame["received_at"].dt.strftime("%Y-%m-%d %H:%M:%S UTC")
     rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
     _print_table(f"inbox events ({len(rows)})", rows, INBOX_COLUMNS)
+
+
+# The weekly review
+
+
+@app.command()
+def review(
+    week: str = typer.Option(None, "--week", "-w",
+                             help="ISO week as YYYY-Www, Monday 00:00 UTC to the next Monday. "
+                                  "Default: the last complete week."),
+    output: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f",
+                                        help="table, or json with every measure; durations in seconds."),
+) -> None:
+    """Print the execution-quality review of one week: yield, exceptions, reruns, triggers, deliveries."""
+    from meshline_pipelines.review import last_complete_week, parse_week, weekly_review
+
+    try:
+        iso_week = parse_week(week) if week is not None else last_complete_week()
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    measured = weekly_review(_ledger(), iso_week)
+
+    if output is OutputFormat.json:
+        typer.echo(json.dumps(measured.as_dict(), indent=2, ensure_ascii=False))
+        return
+    title = f"weekly review {measured.week} ({measured.start:%Y-%m-%d} to {measured.end:%Y-%m-%d} UTC, end excluded)"
+    _print_table(title, measured.summary_rows(), ["measure", "value"])
 
 
 if __name__ == "__main__":

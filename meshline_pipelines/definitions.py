@@ -12,7 +12,10 @@ from meshline_pipelines.hubspot.deliveries import DELIVERIES as HUBSPOT_DELIVERI
 from meshline_pipelines.netsuite.assets import STREAMS as NETSUITE_STREAMS
 from meshline_pipelines.netsuite.deliveries import DELIVERIES as NETSUITE_DELIVERIES
 from meshline_pipelines.queue_asset import exception_queue, queue_after_main_job, queue_job, queue_schedule
+from meshline_pipelines.reconciliation.payouts import payout_reconciliation_asset
+from meshline_pipelines.reconciliation.records import customer_reconciliation, inventory_reconciliation
 from meshline_pipelines.resources import LedgerResource, RoutingResource
+from meshline_pipelines.review import weekly_review_asset, weekly_review_job, weekly_review_schedule
 from meshline_pipelines.routing import load_routing
 from meshline_pipelines.shipstation.assets import STREAMS as SHIPSTATION_STREAMS
 from meshline_pipelines.shopify.deliveries import DELIVERIES as SHOPIFY_DELIVERIES
@@ -27,6 +30,7 @@ from meshline_pipelines.sources.live import LiveClient
 from meshline_pipelines.streams import Stream
 
 MAIN_JOB = "meshline_main"
+RECONCILIATION_JOB = "meshline_reconciliation"
 STREAMS: list[Stream] = [*SHOPIFY_STREAMS, *AMAZON_STREAMS, *STRIPE_STREAMS]
 TARGET_STREAMS: list[Stream] = [*NETSUITE_STREAMS, *HUBSPOT_STREAMS, *SHIPSTATION_STREAMS]
 DELIVERIES = [*NETSUITE_DELIVERIES, *HUBSPOT_DELIVERIES, *SHIPSTATION_DELIVERIES]
@@ -63,11 +67,21 @@ def build_definitions(resources: dict[str, dg.ConfigurableResource] | None = Non
         connector_failure_sensor(STREAMS),
         trigger_success_sensor(),
     ]
+    reconciliation = [payout_reconciliation_asset(), inventory_reconciliation, customer_reconciliation]
+    reconciliation_job = dg.define_asset_job(
+        RECONCILIATION_JOB, selection=dg.AssetSelection.assets(*reconciliation),
+        description="Reconciles payouts with their lines, stock with the source of truth, and CRM contacts with "
+                    "the storefront.")
+    reconciliation_schedule = dg.ScheduleDefinition(
+        name="reconciliation_daily", job=reconciliation_job, cron_schedule="0 4 * * *", execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING, description="Runs the reconciliations every night.")
     return dg.Definitions(
-        assets=[*assets, *deliveries, exception_queue],
-        jobs=[main_job, build_extract_job(streams), build_inbox_job(STREAMS), queue_job],
+        assets=[*assets, *deliveries, exception_queue, *reconciliation, weekly_review_asset()],
+        jobs=[main_job, build_extract_job(streams), build_inbox_job(STREAMS), queue_job, reconciliation_job,
+              weekly_review_job],
         sensors=[*sensors, queue_after_main_job(MAIN_JOB)],
-        schedules=[queue_schedule, *([catch_up_schedule(live_streams, MAIN_JOB)] if live_streams else [])],
+        schedules=[queue_schedule, reconciliation_schedule, weekly_review_schedule,
+                   *([catch_up_schedule(live_streams, MAIN_JOB)] if live_streams else [])],
         resources={**clients, "ledger": LedgerResource(), "routing": RoutingResource(),
                    "delivery_targets": DeliveryTargetsResource(), **(resources or {})},
     )

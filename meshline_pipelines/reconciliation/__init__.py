@@ -1,0 +1,1 @@
+"""Reconciliation assets: records against their source of truth, and payouts against their lines."""
