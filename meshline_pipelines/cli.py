@@ -194,7 +194,8 @@ def _run(partitions: list[str] | None) -> None:
             on_start=lambda key, count: console.print(f"Running {_plural(count, 'asset')} for partition {key} ..."),
             log_level="WARNING",
         )
-        refreshed = refresh_queue(defs, instance, log_level="WARNING")
+        # Findings of the reconciliations are exceptions in the summary, not console errors.
+        refreshed = refresh_queue(defs, instance, log_level="CRITICAL")
     for run in runs:
         state = "succeeded" if run.success else f"failed in {', '.join(run.failed_steps)}"
         console.print(f"  {run.partition_key}: run {run.run_id[:8]} {state}")
