@@ -11,8 +11,6 @@ happens to it.
 - A cancelled Shopify order whose captured money was not refunded in full.
 """
 
-import hashlib
-import json
 import os
 from datetime import timedelta
 
@@ -20,6 +18,7 @@ import pandas as pd
 
 from meshline_pipelines.ledger import Ledger
 from meshline_pipelines.ledger.store import utc_now
+from meshline_pipelines.record_issues import exception_row
 from meshline_pipelines.routing import Routing
 
 CAPTURE_LIMIT_ENV = "MESHLINE_CAPTURE_LIMIT_DAYS"
@@ -38,19 +37,6 @@ def capture_limit() -> timedelta:
     return timedelta(days=days)
 
 
-def _exception(routing: Routing, *, system: str, account: str, entity: str, record_id: str, partition_key: str | None,
-               rule: str, field: str, value: str | None, reason: str, details: dict) -> dict:
-    route = routing.route("ambiguous_approval", system, entity)
-    parts = ["ambiguous_approval", system, account, entity, record_id, rule]
-    return {
-        "fingerprint": hashlib.sha256("\x1f".join(parts).encode()).hexdigest(), "kind": "ambiguous_approval",
-        "system": system, "account": account, "entity": entity, "record_id": record_id,
-        "partition_key": partition_key, "rule": rule, "field": field, "value": value, "owner": route.owner,
-        "decision_owner": route.decision_owner, "reason": reason, "details": json.dumps(details, sort_keys=True),
-        "due_after": route.due_after,
-    }
-
-
 def uncaptured_authorizations(payments: pd.DataFrame, routing: Routing, now, limit: timedelta) -> list[dict]:
     """Authorized payments without a capture after `limit`."""
     cutoff = pd.Timestamp(now) - limit
@@ -60,8 +46,9 @@ def uncaptured_authorizations(payments: pd.DataFrame, routing: Routing, now, lim
                       & (payments["status"] == "succeeded") & (payments["captured"] == False)  # noqa: E712
                       & (payments["created_at"] < cutoff)]
     for row in stripe.itertuples():
-        found.append(_exception(
-            routing, system="stripe", account=row.account, entity="payments", record_id=row.source_id,
+        found.append(exception_row(
+            routing, "ambiguous_approval", system="stripe", account=row.account, entity="payments",
+            record_id=row.source_id,
             partition_key=row.partition_key, rule="payments.captured:capture_overdue", field="captured", value="false",
             reason=f"Stripe charge {row.source_id} (order {row.order_source_id or 'unknown'}) was authorized on "
                    f"{row.created_at:%Y-%m-%d} and is still not captured after {limit.days} days. Fix: capture it in "
@@ -74,8 +61,9 @@ def uncaptured_authorizations(payments: pd.DataFrame, routing: Routing, now, lim
     waiting = shopify[(shopify["kind"] == "authorization") & (shopify["status"] == "success")
                       & ~shopify["order_source_id"].isin(captured_orders) & (shopify["created_at"] < cutoff)]
     for row in waiting.itertuples():
-        found.append(_exception(
-            routing, system="shopify", account=row.account, entity="payments", record_id=row.source_id,
+        found.append(exception_row(
+            routing, "ambiguous_approval", system="shopify", account=row.account, entity="payments",
+            record_id=row.source_id,
             partition_key=row.partition_key, rule="payments.kind:authorization_not_captured", field="kind",
             value="authorization",
             reason=f"Shopify authorization {row.source_id} on order {row.order_source_id} from "
@@ -101,8 +89,9 @@ def cancelled_but_charged(orders: pd.DataFrame, payments: pd.DataFrame, refunds:
         unrefunded = int(captured.get(key, 0)) - int(refunded.get(key, 0))
         if unrefunded <= 0:
             continue
-        found.append(_exception(
-            routing, system="shopify", account=row.account, entity="orders", record_id=row.source_id,
+        found.append(exception_row(
+            routing, "ambiguous_approval", system="shopify", account=row.account, entity="orders",
+            record_id=row.source_id,
             partition_key=row.partition_key, rule="orders.cancelled_at:charged_not_refunded", field="cancelled_at",
             value=row.cancelled_at.isoformat(),
             reason=f"Shopify order {row.order_number or row.source_id} was cancelled on {row.cancelled_at:%Y-%m-%d} "
@@ -122,19 +111,14 @@ def orders_under_two_ids(orders: pd.DataFrame, routing: Routing) -> list[dict]:
                          & (numbered["order_number"] == order_number)].sort_values("source_id")
         ids = twins["source_id"].tolist()
         for row in twins.iloc[1:].itertuples():
-            route = routing.route("duplicate_record", system, "orders")
-            rule = "orders.order_number:same_number_other_id"
-            parts = ["duplicate_record", system, account, "orders", row.source_id, rule]
-            found.append({
-                "fingerprint": hashlib.sha256("\x1f".join(parts).encode()).hexdigest(), "kind": "duplicate_record",
-                "system": system, "account": account, "entity": "orders", "record_id": row.source_id,
-                "partition_key": row.partition_key, "rule": rule, "field": "order_number", "value": order_number,
-                "owner": route.owner, "decision_owner": route.decision_owner,
-                "reason": f"{system.capitalize()} order number {order_number} is stored under {count} IDs "
-                          f"({', '.join(ids)}). Fix: decide in {system.capitalize()} which order is the sale, "
-                          "cancel the other there, then close this exception",
-                "details": json.dumps({"source_ids": ids}), "due_after": route.due_after,
-            })
+            found.append(exception_row(
+                routing, "duplicate_record", system=system, account=account, entity="orders",
+                record_id=row.source_id, partition_key=row.partition_key,
+                rule="orders.order_number:same_number_other_id", field="order_number", value=order_number,
+                reason=f"{system.capitalize()} order number {order_number} is stored under {count} IDs "
+                       f"({', '.join(ids)}). Fix: decide in {system.capitalize()} which order is the sale, "
+                       "cancel the other there, then close this exception",
+                details={"source_ids": ids}))
     return found
 
 

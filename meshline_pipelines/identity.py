@@ -9,8 +9,6 @@ customer email shared by two storefront customers is ambiguous: it becomes an
 ERP item, once the ERP's items are known, since the order would reach the ERP unbookable.
 """
 
-import hashlib
-import json
 import re
 
 import pandas as pd
@@ -20,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from meshline_pipelines.ledger import Ledger
 from meshline_pipelines.ledger.store import restore_types, utc_now
 from meshline_pipelines.ledger.tables import xref
+from meshline_pipelines.record_issues import exception_row
 from meshline_pipelines.routing import Routing
 
 CHANNELS = ("shopify", "amazon")
@@ -137,19 +136,13 @@ def customer_links(customers: pd.DataFrame, routing: Routing) -> tuple[list[dict
 
 
 def _ambiguous(routing: Routing, row, field: str, candidates: list[str]) -> dict:
-    route = routing.route("unmapped_reference", row.system, "customers")
-    rule = f"customers.{field}:ambiguous_link"
-    parts = ["unmapped_reference", row.system, row.account, "customers", row.source_id, rule]
-    return {
-        "fingerprint": hashlib.sha256("\x1f".join(parts).encode()).hexdigest(), "kind": "unmapped_reference",
-        "system": row.system, "account": row.account, "entity": "customers", "record_id": row.source_id,
-        "partition_key": row.partition_key, "rule": rule, "field": field, "value": None, "owner": route.owner,
-        "decision_owner": route.decision_owner,
-        "reason": f"{row.system.capitalize()} customer {row.source_id} matches {len(candidates)} storefront customers "
-                  f"by {field} ({', '.join(candidates)}). Fix: merge the duplicate customers in the storefront, "
-                  "or correct the contact's " + field,
-        "details": json.dumps({"candidates": candidates}), "due_after": route.due_after,
-    }
+    return exception_row(
+        routing, "unmapped_reference", system=row.system, account=row.account, entity="customers",
+        record_id=row.source_id, partition_key=row.partition_key, rule=f"customers.{field}:ambiguous_link", field=field,
+        reason=f"{row.system.capitalize()} customer {row.source_id} matches {len(candidates)} storefront customers "
+               f"by {field} ({', '.join(candidates)}). Fix: merge the duplicate customers in the storefront, "
+               f"or correct the contact's {field}",
+        details={"candidates": candidates})
 
 
 def sku_links(variants: pd.DataFrame, levels: pd.DataFrame) -> list[dict]:
@@ -187,19 +180,14 @@ def skus_without_item(lines: pd.DataFrame, sku_links: pd.DataFrame, routing: Rou
     channel_lines = lines[lines["system"].isin(CHANNELS) & lines["sku"].notna() & ~lines["sku"].isin(erp_skus)]
     found = []
     for row in channel_lines.itertuples():
-        route = routing.route("unmapped_reference", row.system, "order_lines")
-        rule = "order_lines.sku:no_erp_item"
-        parts = ["unmapped_reference", row.system, row.account, "order_lines", row.order_source_id, rule, row.sku]
-        found.append({
-            "fingerprint": hashlib.sha256("\x1f".join(parts).encode()).hexdigest(), "kind": "unmapped_reference",
-            "system": row.system, "account": row.account, "entity": "order_lines", "record_id": row.order_source_id,
-            "partition_key": row.partition_key, "rule": rule, "field": "sku", "value": row.sku,
-            "owner": route.owner, "decision_owner": route.decision_owner,
-            "reason": f"{row.system.capitalize()} order {row.order_source_id} has a line with SKU {row.sku}, which "
-                      f"matches no {ERP.capitalize()} item. Fix: create the item in {ERP.capitalize()} or correct "
-                      "the SKU; the order is held from delivery until then",
-            "details": json.dumps({"line": row.source_id}), "due_after": route.due_after,
-        })
+        found.append(exception_row(
+            routing, "unmapped_reference", system=row.system, account=row.account, entity="order_lines",
+            record_id=row.order_source_id, partition_key=row.partition_key, rule="order_lines.sku:no_erp_item",
+            field="sku", value=row.sku, fingerprint_extra=(row.sku,),
+            reason=f"{row.system.capitalize()} order {row.order_source_id} has a line with SKU {row.sku}, which "
+                   f"matches no {ERP.capitalize()} item. Fix: create the item in {ERP.capitalize()} or correct "
+                   "the SKU; the order is held from delivery until then",
+            details={"line": row.source_id}))
     return found
 
 

@@ -116,6 +116,29 @@ def _subject(stream: Stream, record_id: str, origin: str | None, table: str) -> 
     return f"{table} record {record_id} in {origin}"
 
 
+def fingerprint(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def exception_row(routing: Routing, kind: str, *, system: str, account: str, entity: str, record_id: str,
+                  partition_key: str | None, rule: str, reason: str, field: str | None = None, value=None,
+                  details: dict | None = None, owner: str | None = None,
+                  fingerprint_extra: tuple[str, ...] = ()) -> dict:
+    """Build one exception row for `Ledger.open_exceptions`, owned and timed by the route of its kind.
+
+    The fingerprint is (kind, system, account, entity, record ID, rule) and `fingerprint_extra`,
+    so the same problem opens one exception however often it is found.
+    """
+    route = routing.route(kind, system, entity)
+    return {
+        "fingerprint": fingerprint(kind, system, account, entity, record_id, rule, *fingerprint_extra),
+        "kind": kind, "system": system, "account": account, "entity": entity, "record_id": record_id,
+        "partition_key": partition_key, "rule": rule, "field": field, "value": None if value is None else str(value),
+        "owner": owner or route.owner, "decision_owner": route.decision_owner, "reason": reason,
+        "details": canonical_json(details) if details is not None else None, "due_after": route.due_after,
+    }
+
+
 def exception_rows(stream: Stream, account: str, partition_key: str, issues: pd.DataFrame,
                     records: pd.DataFrame, routing: Routing) -> pd.DataFrame:
     rows = []
@@ -127,9 +150,8 @@ def exception_rows(stream: Stream, account: str, partition_key: str, issues: pd.
         source_field = issue["source_field"] or stream.source_fields.get(f"{issue['table']}.{issue['column']}")
         route = routing.route(issue["kind"], stream.system, issue["table"])
         fix = FIXES.get(issue["kind"], "review the record, then re-run the partition").format(system=system_name)
-        fingerprint_parts = [issue["kind"], stream.system, account, issue["table"], record_id, issue["rule"]]
         rows.append({
-            "fingerprint": hashlib.sha256("\x1f".join(fingerprint_parts).encode()).hexdigest(),
+            "fingerprint": fingerprint(issue["kind"], stream.system, account, issue["table"], record_id, issue["rule"]),
             "kind": issue["kind"],
             "system": stream.system,
             "account": account,

@@ -18,6 +18,7 @@ from meshline_pipelines.jobs import EXTRACT_JOB, INBOX_JOB, extract_run_config, 
 from meshline_pipelines.ledger import Ledger
 from meshline_pipelines.ledger.store import utc_now
 from meshline_pipelines.partitions import daily_partitions
+from meshline_pipelines.record_issues import exception_row
 from meshline_pipelines.resources import LedgerResource, RoutingResource
 from meshline_pipelines.sources.base import SourceClient
 from meshline_pipelines.sources.files import FileSnapshotClient, import_root, matching_files, partition_dirs
@@ -300,21 +301,15 @@ def failure_exception(stream: Stream | None, system: str, account: str, partitio
     entity = stream.tables[0] if stream else "run"
     subject = f"{system}/{stream.name}" if stream else f"{system} run"
     where = f"partition {partition_key}" if partition_key else f"run {run_id}"
-    route = routing.route("connector_failure", system, entity)
     replay = (f"re-materialize {where} of {subject} from the asset's Partitions tab"
               if stream and partition_key else "re-execute the run from the Dagster UI")
-    record_id = f"{'partition:' + partition_key if partition_key else 'run:' + run_id}"
-    rule = f"{stream.name if stream else 'run'}:run_failed"
-    fingerprint = hashlib.sha256("\x1f".join(["connector_failure", system, account, entity, record_id, rule]).encode())
-    return {
-        "fingerprint": fingerprint.hexdigest(), "kind": "connector_failure", "system": system, "account": account,
-        "entity": entity, "record_id": record_id, "partition_key": partition_key, "rule": rule, "field": None,
-        "value": None, "owner": route.owner, "decision_owner": route.decision_owner,
-        "reason": f"{subject} {where} failed in run {run_id}: {message[:400]}. "
-                  f"Fix: remove the cause named here, then {replay}.",
-        "details": json.dumps({"run_id": run_id, "stream": stream.name if stream else None}, sort_keys=True),
-        "due_after": route.due_after,
-    }
+    return exception_row(
+        routing, "connector_failure", system=system, account=account, entity=entity,
+        record_id=f"partition:{partition_key}" if partition_key else f"run:{run_id}", partition_key=partition_key,
+        rule=f"{stream.name if stream else 'run'}:run_failed",
+        reason=f"{subject} {where} failed in run {run_id}: {message[:400]}. Fix: remove the cause named here, "
+               f"then {replay}.",
+        details={"run_id": run_id, "stream": stream.name if stream else None})
 
 
 def trigger_success_sensor() -> dg.SensorDefinition:

@@ -60,20 +60,22 @@ def routing_file() -> Path:
     return Path(str(resources.files("meshline_pipelines") / "config" / "routing.yaml"))
 
 
-def max_failure_rate() -> float:
-    raw = os.environ.get(MAX_FAILURE_RATE_ENV)
+def share(name: str, default: float) -> float:
+    """Read a share between 0 and 1 from the environment variable `name`; a bad value names the variable."""
+    raw = os.environ.get(name)
     if raw is None:
-        return DEFAULT_MAX_FAILURE_RATE
+        return default
     try:
         rate = float(raw)
     except ValueError:
-        raise ValueError(
-            f"{MAX_FAILURE_RATE_ENV}={raw!r} is not a number: set it to a share between 0 and 1, "
-            "for example 0.2"
-        ) from None
+        raise ValueError(f"{name}={raw!r} is not a number: set it to a share between 0 and 1, for example 0.2") from None
     if not 0 <= rate <= 1:
-        raise ValueError(f"{MAX_FAILURE_RATE_ENV}={raw!r} is outside 0..1: set a share such as 0.2")
+        raise ValueError(f"{name}={raw!r} is outside 0..1: set a share such as 0.2")
     return rate
+
+
+def max_failure_rate() -> float:
+    return share(MAX_FAILURE_RATE_ENV, DEFAULT_MAX_FAILURE_RATE)
 
 
 def partitions_start() -> str:

@@ -7,8 +7,6 @@ total: a different value where the authoritative one is the fresher is a
 `reconciliation_mismatch` exception on the other system's record, naming both values.
 """
 
-import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from meshline_pipelines import settings
 from meshline_pipelines.canonical.schemas import CANONICAL_MODELS, SYSTEMS
 from meshline_pipelines.ledger import Ledger
 from meshline_pipelines.ledger.store import utc_now
+from meshline_pipelines.record_issues import exception_row
 from meshline_pipelines.routing import Routing
 
 FILE_ENV = "MESHLINE_SOURCE_OF_TRUTH_FILE"
@@ -80,19 +79,6 @@ def load_rules(path: Path | None = None) -> list[FieldRule]:
     return rules
 
 
-def _exception(routing: Routing, kind: str, *, system: str, account: str, entity: str, record_id: str,
-               partition_key: str | None, rule: str, field: str, value, reason: str, details: dict) -> dict:
-    route = routing.route(kind, system, entity)
-    parts = [kind, system, account, entity, record_id, rule]
-    return {
-        "fingerprint": hashlib.sha256("\x1f".join(parts).encode()).hexdigest(), "kind": kind, "system": system,
-        "account": account, "entity": entity, "record_id": record_id, "partition_key": partition_key, "rule": rule,
-        "field": field, "value": None if value is None else str(value), "owner": route.owner,
-        "decision_owner": route.decision_owner, "reason": reason, "details": json.dumps(details, default=str),
-        "due_after": route.due_after,
-    }
-
-
 def stale_values(table: pd.DataFrame, rule: FieldRule, routing: Routing, now) -> list[dict]:
     """Authoritative records whose last update is older than the rule allows."""
     if rule.max_age is None or rule.system == CHANNEL or "updated_at" not in table:
@@ -100,7 +86,7 @@ def stale_values(table: pd.DataFrame, rule: FieldRule, routing: Routing, now) ->
     cutoff = pd.Timestamp(now) - rule.max_age
     old = table[(table["system"] == rule.system) & table["updated_at"].notna() & (table["updated_at"] < cutoff)]
     return [
-        _exception(routing, "stale_source_of_truth", system=rule.system, account=row.account, entity=rule.table,
+        exception_row(routing, "stale_source_of_truth", system=rule.system, account=row.account, entity=rule.table,
                    record_id=row.source_id, partition_key=row.partition_key,
                    rule=f"{rule.table}.{rule.column}:older_than_{int(rule.max_age.total_seconds() // 60)}m",
                    field=rule.column, value=getattr(row, rule.column),
@@ -164,7 +150,7 @@ def stock_disagreements(levels: pd.DataFrame, variants: pd.DataFrame, rule: Fiel
     for row in drifting.itertuples():
         age = now - row.authoritative_at if pd.notna(row.authoritative_at) else None
         age_text = f", updated {age.days} days {age.seconds // 3600} hours ago" if age is not None else ""
-        found.append(_exception(
+        found.append(exception_row(
             routing, "reconciliation_mismatch", system=row.system, account=row.account, entity="inventory_levels",
             record_id=f"sku:{row.sku}", partition_key=row.partition_key,
             rule="inventory_levels.available:differs_from_source_of_truth", field="available", value=row.available,

@@ -7,7 +7,6 @@ what is pending. It depends on the stream assets, so a blocking check that fails
 same run stops it, and records with an active exception stay held in the outbox.
 """
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pydantic import Field
 from meshline_pipelines.delivery.outbox import DRY, Planned, delivery_mode, plan, send
 from meshline_pipelines.ledger import Ledger
 from meshline_pipelines.partitions import daily_partitions
+from meshline_pipelines.record_issues import exception_row
 
 
 @dataclass(frozen=True)
@@ -80,19 +80,14 @@ def _source_rows(ledger: Ledger, delivery: Delivery, partition_key: str) -> tupl
 
 def _cannot_build(delivery: Delivery, row: dict, message: str, routing) -> dict:
     """Build the failed_validation exception of a record whose target payload cannot be built."""
-    route = routing.route("failed_validation", row["system"], delivery.source_table)
-    rule = f"{delivery.target}.{delivery.entity}:cannot_build"
-    parts = ["failed_validation", row["system"], row["account"], delivery.source_table, row["source_id"], rule]
-    return {
-        "fingerprint": hashlib.sha256("\x1f".join(parts).encode()).hexdigest(), "kind": "failed_validation",
-        "system": row["system"], "account": row["account"], "entity": delivery.source_table,
-        "record_id": row["source_id"], "partition_key": row["partition_key"], "rule": rule, "field": None,
-        "value": None, "owner": route.owner, "decision_owner": route.decision_owner,
-        "reason": f"{row['system'].capitalize()} {delivery.source_table} record {row['source_id']} cannot become a "
-                  f"{delivery.target.capitalize()} {delivery.entity}: {message}. Fix: complete the record in "
-                  f"{row['system'].capitalize()}, then replay its partition",
-        "details": json.dumps({"target": delivery.target, "entity": delivery.entity}), "due_after": route.due_after,
-    }
+    return exception_row(
+        routing, "failed_validation", system=row["system"], account=row["account"], entity=delivery.source_table,
+        record_id=row["source_id"], partition_key=row["partition_key"],
+        rule=f"{delivery.target}.{delivery.entity}:cannot_build",
+        reason=f"{row['system'].capitalize()} {delivery.source_table} record {row['source_id']} cannot become a "
+               f"{delivery.target.capitalize()} {delivery.entity}: {message}. Fix: complete the record in "
+               f"{row['system'].capitalize()}, then replay its partition",
+        details={"target": delivery.target, "entity": delivery.entity})
 
 
 def delivery_asset(delivery: Delivery) -> dg.AssetsDefinition:

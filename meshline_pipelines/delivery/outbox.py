@@ -29,6 +29,7 @@ from meshline_pipelines.ledger import Ledger
 from meshline_pipelines.ledger.store import canonical_json, restore_types, utc_now
 from meshline_pipelines.ledger.tables import exceptions, outbox
 from meshline_pipelines.queue import ACTIVE, REJECTED as EXCEPTION_REJECTED
+from meshline_pipelines.record_issues import exception_row
 from meshline_pipelines.routing import Routing
 
 log = logging.getLogger(__name__)
@@ -167,19 +168,14 @@ def _record(ledger: Ledger, routing: Routing, row, result) -> str:
 def _open_rejection(ledger: Ledger, routing: Routing, row, message: str) -> None:
     """Open a failed_validation exception for the decision owner, with the target's message."""
     route = routing.route("failed_validation", row["source_system"], row["entity"])
-    rule = f"{row['target']}.{row['entity']}:rejected"
-    parts = ["failed_validation", row["source_system"], row["source_account"], row["entity"], row["source_id"], rule,
-             row["version"]]
-    ledger.open_exceptions(pd.DataFrame([{
-        "fingerprint": hashlib.sha256("\x1f".join(parts).encode()).hexdigest(), "kind": "failed_validation",
-        "system": row["source_system"], "account": row["source_account"], "entity": row["entity"],
-        "record_id": row["source_id"], "partition_key": row["partition_key"], "rule": rule, "field": None,
-        "value": None, "owner": route.decision_owner, "decision_owner": route.decision_owner,
-        "reason": f"{row['target'].capitalize()} rejected {row['entity']} {row['record_key']}: {message[:400]}. "
-                  f"Fix: correct the record in {row['source_system'].capitalize()} (or the mapping), then replay "
-                  f"its partition; `meshline outbox show {row['id']}` shows what was sent",
-        "details": canonical_json({"outbox_id": row["id"], "target": row["target"]}), "due_after": route.due_after,
-    }]), run_id=row["run_id"])
+    ledger.open_exceptions(pd.DataFrame([exception_row(
+        routing, "failed_validation", system=row["source_system"], account=row["source_account"], entity=row["entity"],
+        record_id=row["source_id"], partition_key=row["partition_key"], rule=f"{row['target']}.{row['entity']}:rejected",
+        owner=route.decision_owner, fingerprint_extra=(row["version"],),
+        reason=f"{row['target'].capitalize()} rejected {row['entity']} {row['record_key']}: {message[:400]}. "
+               f"Fix: correct the record in {row['source_system'].capitalize()} (or the mapping), then replay "
+               f"its partition; `meshline outbox show {row['id']}` shows what was sent",
+        details={"outbox_id": row["id"], "target": row["target"]})]), run_id=row["run_id"])
 
 
 def read_outbox(ledger: Ledger, *, status: str | None = None, target: str | None = None) -> pd.DataFrame:

@@ -17,7 +17,6 @@ When a later delivery changes a line (a fee filled in later), the next run compa
 closes the exceptions whose difference is gone or has changed.
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -27,10 +26,12 @@ from datetime import datetime, timedelta
 import dagster as dg
 import pandas as pd
 
+from meshline_pipelines import settings
 from meshline_pipelines.ledger import Ledger
 from meshline_pipelines.ledger.store import utc_now
 from meshline_pipelines.money import format_minor
 from meshline_pipelines.queue import ACTIVE, TransitionError, transition
+from meshline_pipelines.record_issues import exception_row
 from meshline_pipelines.routing import Routing
 
 log = logging.getLogger(__name__)
@@ -69,16 +70,7 @@ def payout_lag() -> timedelta:
 
 
 def mismatch_max() -> float:
-    raw = os.environ.get(MISMATCH_MAX_ENV)
-    if raw is None:
-        return 0.0
-    try:
-        share = float(raw)
-    except ValueError:
-        raise ValueError(f"{MISMATCH_MAX_ENV}={raw!r} is not a share: set one between 0 and 1, for example 0.05") from None
-    if not 0 <= share <= 1:
-        raise ValueError(f"{MISMATCH_MAX_ENV}={raw!r} is outside 0..1: set a share such as 0.05")
-    return share
+    return settings.share(MISMATCH_MAX_ENV, 0.0)
 
 
 @dataclass(frozen=True)
@@ -148,10 +140,6 @@ class PayoutReconciliation:
         return min(waiting, key=lambda result: result.payout_date, default=None)
 
 
-def _fingerprint(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
-
-
 def _line_net(lines: pd.DataFrame) -> pd.Series:
     """Net of each line: `net_amount`, else amount minus fee (Amazon rows carry only an amount)."""
     fallback = lines["amount"].fillna(0) - lines["fee_amount"].fillna(0)
@@ -199,7 +187,6 @@ def compare_payouts(payouts: pd.DataFrame, lines: pd.DataFrame) -> list[PayoutRe
 
 
 def _payout_exception(result: PayoutResult, routing: Routing) -> dict:
-    route = routing.route(KIND, result.system, "payouts")
     rule = SETTLEMENT_ROWS_DIFFER if result.system == "amazon" else LINES_DIFFER
 
     expected = format_minor(result.expected, result.currency)
@@ -220,18 +207,12 @@ def _payout_exception(result: PayoutResult, routing: Routing) -> dict:
 
     # The sums are part of the fingerprint, so a changed difference opens a new exception whose
     # reason states it, and the run closes the one it replaces.
-    fingerprint = _fingerprint(KIND, result.system, result.account, "payouts", result.payout_id, rule,
-                               str(result.expected), str(result.found), str(result.other_currency_lines))
-    return {
-        "fingerprint": fingerprint, "kind": KIND, "system": result.system, "account": result.account,
-        "entity": "payouts", "record_id": result.payout_id, "partition_key": result.partition_key, "rule": rule,
-        "field": "amount", "value": expected, "owner": route.owner, "decision_owner": route.decision_owner,
-        "reason": reason,
-        "details": json.dumps({"currency": result.currency, "expected": expected, "found": found,
-                               "difference": difference, "lines": result.line_count,
-                               "other_currency_lines": result.other_currency_lines}, sort_keys=True),
-        "due_after": route.due_after,
-    }
+    return exception_row(
+        routing, KIND, system=result.system, account=result.account, entity="payouts", record_id=result.payout_id,
+        partition_key=result.partition_key, rule=rule, field="amount", value=expected, reason=reason,
+        fingerprint_extra=(str(result.expected), str(result.found), str(result.other_currency_lines)),
+        details={"currency": result.currency, "expected": expected, "found": found, "difference": difference,
+                 "lines": result.line_count, "other_currency_lines": result.other_currency_lines})
 
 
 def _extra_field(extra: pd.Series, name: str) -> pd.Series:
@@ -292,25 +273,19 @@ def payments_not_paid_out(payments: pd.DataFrame, lines: pd.DataFrame, *, now, l
 
 
 def _not_paid_out_exception(payment: dict, routing: Routing, lag: timedelta) -> dict:
-    route = routing.route(KIND, payment["system"], "payments")
     amount = format_minor(payment["amount"], payment["currency"])
     name = "Stripe charge" if payment["system"] == "stripe" else "Shopify Payments transaction"
     order = payment["order_source_id"] if pd.notna(payment["order_source_id"]) else "unknown"
-    return {
-        "fingerprint": _fingerprint(KIND, payment["system"], payment["account"], "payments", payment["source_id"],
-                                    NOT_PAID_OUT),
-        "kind": KIND, "system": payment["system"], "account": payment["account"], "entity": "payments",
-        "record_id": payment["source_id"], "partition_key": payment["partition_key"], "rule": NOT_PAID_OUT,
-        "field": "amount", "value": amount, "owner": route.owner, "decision_owner": route.decision_owner,
-        "reason": f"{name} {payment['source_id']} (order {order}) of {amount} {payment['currency']} was paid on "
-                  f"{payment['created_at']:%Y-%m-%d} but never paid out: its balance transaction is in no payout "
-                  f"after {lag.days} days. Fix: load the payouts of that period; if the charge is in none, "
-                  "ask the payment provider why it was held",
-        "details": json.dumps({"currency": payment["currency"], "amount": amount,
-                               "created_at": payment["created_at"].isoformat(), "lag_days": lag / timedelta(days=1)},
-                              sort_keys=True),
-        "due_after": route.due_after,
-    }
+    return exception_row(
+        routing, KIND, system=payment["system"], account=payment["account"], entity="payments",
+        record_id=payment["source_id"], partition_key=payment["partition_key"], rule=NOT_PAID_OUT, field="amount",
+        value=amount,
+        reason=f"{name} {payment['source_id']} (order {order}) of {amount} {payment['currency']} was paid on "
+               f"{payment['created_at']:%Y-%m-%d} but never paid out: its balance transaction is in no payout "
+               f"after {lag.days} days. Fix: load the payouts of that period; if the charge is in none, "
+               "ask the payment provider why it was held",
+        details={"currency": payment["currency"], "amount": amount, "created_at": payment["created_at"].isoformat(),
+                 "lag_days": lag / timedelta(days=1)})
 
 
 def close_resolved(ledger: Ledger, found: list[dict], checked: set[tuple[str, str, str, str]]) -> list[int]:

@@ -9,16 +9,15 @@ values. The asset's check fails (ERROR) when the share of mismatched records pas
 configured maximum, and warns below it.
 """
 
-import hashlib
-import json
-import os
 
 import dagster as dg
 import pandas as pd
 
+from meshline_pipelines import settings
 from meshline_pipelines.identity import STOREFRONT, normalize_email, normalize_phone, read_links
 from meshline_pipelines.ledger import Ledger
 from meshline_pipelines.ledger.store import utc_now
+from meshline_pipelines.record_issues import exception_row
 from meshline_pipelines.routing import Routing
 from meshline_pipelines.source_of_truth import load_rules, stock_comparison, stock_disagreements, stock_tolerance
 
@@ -34,16 +33,7 @@ CUSTOMER_FIELDS = {
 
 
 def mismatch_max() -> float:
-    raw = os.environ.get(MISMATCH_MAX_ENV)
-    if raw is None:
-        return 0.0
-    try:
-        share = float(raw)
-    except ValueError:
-        raise ValueError(f"{MISMATCH_MAX_ENV}={raw!r} is not a share: set one between 0 and 1, for example 0.05") from None
-    if not 0 <= share <= 1:
-        raise ValueError(f"{MISMATCH_MAX_ENV}={raw!r} is outside 0..1: set a share such as 0.05")
-    return share
+    return settings.share(MISMATCH_MAX_ENV, 0.0)
 
 
 def reconcile_inventory(ledger: Ledger, routing: Routing, *, now=None) -> dict:
@@ -65,20 +55,14 @@ def reconcile_inventory(ledger: Ledger, routing: Routing, *, now=None) -> dict:
 
 
 def _customer_exception(routing: Routing, crm: pd.Series, field: str, crm_value, truth_value, anchor: str) -> dict:
-    route = routing.route("reconciliation_mismatch", crm["system"], "customers")
-    rule = f"customers.{field}:differs_from_storefront"
-    parts = ["reconciliation_mismatch", crm["system"], crm["account"], "customers", crm["source_id"], rule]
-    return {
-        "fingerprint": hashlib.sha256("\x1f".join(parts).encode()).hexdigest(), "kind": "reconciliation_mismatch",
-        "system": crm["system"], "account": crm["account"], "entity": "customers", "record_id": crm["source_id"],
-        "partition_key": crm["partition_key"], "rule": rule, "field": field, "value": None,
-        "owner": route.owner, "decision_owner": route.decision_owner,
-        "reason": f"{crm['system'].capitalize()} contact {crm['source_id']} has a different {field} than storefront "
-                  f"customer {anchor.rsplit(':', 1)[-1]}, the source of truth. Fix: update the contact from the "
-                  "storefront (the contact delivery does this in live mode), or correct the storefront",
-        "details": json.dumps({"field": field, "crm": crm_value, "storefront": truth_value, "anchor": anchor}),
-        "due_after": route.due_after,
-    }
+    return exception_row(
+        routing, "reconciliation_mismatch", system=crm["system"], account=crm["account"], entity="customers",
+        record_id=crm["source_id"], partition_key=crm["partition_key"], rule=f"customers.{field}:differs_from_storefront",
+        field=field,
+        reason=f"{crm['system'].capitalize()} contact {crm['source_id']} has a different {field} than storefront "
+               f"customer {anchor.rsplit(':', 1)[-1]}, the source of truth. Fix: update the contact from the "
+               "storefront (the contact delivery does this in live mode), or correct the storefront",
+        details={"field": field, "crm": crm_value, "storefront": truth_value, "anchor": anchor})
 
 
 def reconcile_customers(ledger: Ledger, routing: Routing) -> dict:
