@@ -41,6 +41,9 @@ class FieldRule:
     system: str
     max_age: timedelta | None = None
     compare_in: tuple[str, ...] = ()
+    # For stock: the same location in each system, one tuple of (system, location ID) pairs per
+    # location. Without it, each SKU's totals across locations are compared.
+    locations: tuple[tuple[tuple[str, str], ...], ...] = ()
 
 
 def _duration(value, where: str) -> timedelta:
@@ -48,6 +51,23 @@ def _duration(value, where: str) -> timedelta:
     if not match or int(match.group(1)) == 0:
         raise SourceOfTruthError(f"{where}: invalid max_age {value!r}: write a duration such as 30m, 24h or 7d")
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def _locations(value, where: str) -> tuple[tuple[tuple[str, str], ...], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise SourceOfTruthError(f"{where}: expected a list of mappings such as {{netsuite: \"1\", shopify: \"655441491\"}}")
+    groups = []
+    for position, mapping in enumerate(value):
+        if not isinstance(mapping, dict) or len(mapping) < 2:
+            raise SourceOfTruthError(f"{where}[{position}]: expected a mapping of at least two systems to their "
+                                     "location IDs")
+        unknown = [system for system in mapping if system not in SYSTEMS]
+        if unknown:
+            raise SourceOfTruthError(f"{where}[{position}]: unknown system {', '.join(unknown)}")
+        groups.append(tuple(sorted((system, str(location)) for system, location in mapping.items())))
+    return tuple(groups)
 
 
 def load_rules(path: Path | None = None) -> list[FieldRule]:
@@ -59,10 +79,10 @@ def load_rules(path: Path | None = None) -> list[FieldRule]:
         where = f"{path}: fields[{position}]"
         if not isinstance(entry, dict):
             raise SourceOfTruthError(f"{where}: expected a mapping with field and system")
-        unknown = set(entry) - {"field", "system", "max_age", "compare_in"}
+        unknown = set(entry) - {"field", "system", "max_age", "compare_in", "locations"}
         if unknown:
             raise SourceOfTruthError(f"{where}: unknown keys {', '.join(sorted(unknown))}: "
-                                     "allowed are field, system, max_age, compare_in")
+                                     "allowed are field, system, max_age, compare_in, locations")
         table, _, column = str(entry.get("field", "")).partition(".")
         if table not in CANONICAL_MODELS or column not in CANONICAL_MODELS[table].to_schema().columns:
             raise SourceOfTruthError(f"{where}.field: {entry.get('field')!r} is not TABLE.COLUMN of the canonical model")
@@ -75,7 +95,8 @@ def load_rules(path: Path | None = None) -> list[FieldRule]:
             if other not in SYSTEMS:
                 raise SourceOfTruthError(f"{where}.compare_in: unknown system {other!r}")
         max_age = _duration(entry["max_age"], where) if entry.get("max_age") is not None else None
-        rules.append(FieldRule(table, column, system, max_age, compare_in))
+        locations = _locations(entry.get("locations"), f"{where}.locations")
+        rules.append(FieldRule(table, column, system, max_age, compare_in, locations))
     return rules
 
 
@@ -99,8 +120,13 @@ def stale_values(table: pd.DataFrame, rule: FieldRule, routing: Routing, now) ->
     ]
 
 
-def stock_by_sku(levels: pd.DataFrame, variants: pd.DataFrame) -> pd.DataFrame:
-    """Total available per system, account and SKU, and the newest update among the summed rows."""
+def stock_by_sku(levels: pd.DataFrame, variants: pd.DataFrame,
+                 locations: tuple[tuple[tuple[str, str], ...], ...] = ()) -> pd.DataFrame:
+    """Total available per system, account, SKU and location, and the newest update among the summed rows.
+
+    With `locations`, a row's location is the number of the mapped location it belongs to, and rows
+    at an unmapped location are left out; without, every row counts towards location `all`.
+    """
     known = variants.dropna(subset=["inventory_item_id", "sku"])
     item_skus = dict(zip(zip(known["system"], known["account"], known["inventory_item_id"]), known["sku"]))
     keyed = levels.copy()
@@ -108,7 +134,14 @@ def stock_by_sku(levels: pd.DataFrame, variants: pd.DataFrame) -> pd.DataFrame:
     from_variants = [item_skus.get(key) for key in zip(keyed["system"], keyed["account"], keyed["inventory_item_id"])]
     keyed["sku"] = keyed["sku"].fillna(pd.Series(from_variants, index=keyed.index, dtype="string"))
     keyed = keyed[keyed["sku"].notna()]
-    return keyed.groupby(["system", "account", "sku"]).agg(
+    if locations:
+        mapped = {pair: f"location {number}" for number, group in enumerate(locations, start=1) for pair in group}
+        keyed["location"] = [mapped.get((system, str(location))) for system, location
+                             in zip(keyed["system"], keyed["location_id"])]
+        keyed = keyed[keyed["location"].notna()]
+    else:
+        keyed["location"] = "all"
+    return keyed.groupby(["system", "account", "sku", "location"]).agg(
         available=("available", "sum"), updated_at=("updated_at", "max"), record=("source_id", "first"),
         partition_key=("partition_key", "max")).reset_index()
 
@@ -128,12 +161,15 @@ def stock_tolerance() -> int:
 
 def stock_comparison(levels: pd.DataFrame, variants: pd.DataFrame, rule: FieldRule) -> pd.DataFrame:
     """Per compared system and SKU: its total, the authoritative total, the drift and the authority's age."""
-    totals = stock_by_sku(levels, variants)
+    totals = stock_by_sku(levels, variants, rule.locations)
     truth = (totals[totals["system"] == rule.system].sort_values("updated_at")
-             .drop_duplicates("sku", keep="last").set_index("sku"))
-    compared = totals[totals["system"].isin(rule.compare_in) & totals["sku"].isin(truth.index)].copy()
-    compared["authoritative"] = compared["sku"].map(truth["available"]).astype("Int64")
-    compared["authoritative_at"] = compared["sku"].map(truth["updated_at"])
+             .drop_duplicates(["sku", "location"], keep="last").set_index(["sku", "location"]))
+    keys = pd.MultiIndex.from_frame(totals[["sku", "location"]])
+    compared = totals[totals["system"].isin(rule.compare_in) & keys.isin(truth.index)].copy()
+    matched = pd.MultiIndex.from_frame(compared[["sku", "location"]])
+    compared["authoritative"] = truth["available"].reindex(matched).to_numpy()
+    compared["authoritative"] = compared["authoritative"].astype("Int64")
+    compared["authoritative_at"] = truth["updated_at"].reindex(matched).to_numpy()
     compared["drift"] = (compared["available"] - compared["authoritative"]).astype("Int64")
     compared["authority_fresher"] = compared["updated_at"].isna() | (
         compared["authoritative_at"].notna() & (compared["authoritative_at"] >= compared["updated_at"]))
@@ -152,9 +188,11 @@ def stock_disagreements(levels: pd.DataFrame, variants: pd.DataFrame, rule: Fiel
         age_text = f", updated {age.days} days {age.seconds // 3600} hours ago" if age is not None else ""
         found.append(exception_row(
             routing, "reconciliation_mismatch", system=row.system, account=row.account, entity="inventory_levels",
-            record_id=f"sku:{row.sku}", partition_key=row.partition_key,
+            record_id=f"sku:{row.sku}" if row.location == "all" else f"sku:{row.sku}@{row.location}",
+            partition_key=row.partition_key,
             rule="inventory_levels.available:differs_from_source_of_truth", field="available", value=row.available,
-            reason=f"{row.system.capitalize()} shows {int(row.available)} available for SKU {row.sku}, while "
+            reason=f"{row.system.capitalize()} shows {int(row.available)} available for SKU {row.sku}"
+                   f"{'' if row.location == 'all' else ' at ' + row.location}, while "
                    f"{rule.system.capitalize()}, the source of truth for stock, shows {int(row.authoritative)}"
                    f"{age_text} (drift {int(row.drift):+d}, tolerance {tolerance}). Fix: set the stock in "
                    f"{row.system.capitalize()} from {rule.system.capitalize()}, or correct {rule.system.capitalize()}",

@@ -13,9 +13,10 @@ from meshline_pipelines_tests.helpers import run
 STOCK = FieldRule("inventory_levels", "available", "netsuite", timedelta(hours=24), ("shopify",))
 
 
-def _netsuite_level(ledger, sku: str, available: int, updated_at: datetime) -> None:
-    row = {"system": "netsuite", "account": "1234567", "source_id": f"{sku}@1", "version": updated_at.isoformat(),
-           "extra": None, "sku": sku, "inventory_item_id": f"ns-{sku}", "location_id": "1", "condition": None,
+def _netsuite_level(ledger, sku: str, available: int, updated_at: datetime, location: str = "1") -> None:
+    row = {"system": "netsuite", "account": "1234567", "source_id": f"{sku}@{location}",
+           "version": updated_at.isoformat(), "extra": None, "sku": sku, "inventory_item_id": f"ns-{sku}",
+           "location_id": location, "condition": None,
            "available": available, "updated_at": updated_at, "content_hash": "sha256:test", "partition_key": "2026-11-24",
            "run_id": "test", "loaded_at": utc_now()}
     with ledger.engine.begin() as connection:
@@ -68,4 +69,29 @@ def test_bundled_rules_load_and_a_bad_rule_names_its_key(tmp_path):
     bad.write_text("fields:\n  - {field: inventory_levels.available, system: netsuite, max_age: 1 day}\n")
 
     with pytest.raises(SourceOfTruthError, match=r"fields\[0\]: invalid max_age '1 day'"):
+        load_rules(bad)
+
+
+def test_stock_is_compared_per_mapped_location(ledger, routing, import_dir):
+    _shopify_stock(ledger, routing, import_dir)  # all at Shopify location 655441491: RED 2, GREEN 3
+    fresh = datetime(2026, 11, 30, tzinfo=timezone.utc)
+    _netsuite_level(ledger, "IPOD2008RED", 2, fresh, location="1")
+    _netsuite_level(ledger, "IPOD2008RED", 5, fresh, location="2")  # a warehouse the storefront does not sell from
+    _netsuite_level(ledger, "IPOD2008GREEN", 8, fresh, location="1")
+    rule = FieldRule("inventory_levels", "available", "netsuite", None, ("shopify",),
+                     locations=((("netsuite", "1"), ("shopify", "655441491")),))
+
+    check(ledger, routing, now=fresh, rules=[rule])
+
+    found = ledger.read_exceptions()
+    assert found["record_id"].tolist() == ["sku:IPOD2008GREEN@location 1"]
+    assert "shows 3 available for SKU IPOD2008GREEN at location 1, while Netsuite" in found.iloc[0]["reason"]
+
+
+def test_locations_must_map_known_systems(tmp_path):
+    bad = tmp_path / "sot.yaml"
+    bad.write_text("fields:\n  - field: inventory_levels.available\n    system: netsuite\n"
+                   "    locations: [{netsuite: '1', shopfy: '655441491'}]\n")
+
+    with pytest.raises(SourceOfTruthError, match=r"fields\[0\].locations\[0\]: unknown system shopfy"):
         load_rules(bad)
