@@ -63,8 +63,8 @@ TABLE_COLUMNS = {
     "product_variants": ["product_id", "sku", "product_title", "variant_title"],
     "shipments": ["order_key", "order_number", "carrier", "tracking_number", "ship_date"],
 }
-EXCEPTION_COLUMNS = ["id", "kind", "system", "account", "entity", "record_id", "partition_key", "owner", "decision_owner",
-                     "status", "due_at", "reason"]
+EXCEPTION_COLUMNS = ["id", "kind", "system", "account", "entity", "record_id", "partition_key", "owner",
+                     "decision_owner", "status", "due_at", "reason"]
 SYSTEMS = ["shopify", "amazon", "stripe"]
 
 
@@ -187,7 +187,8 @@ def _run(partitions: list[str] | None) -> None:
     from meshline_pipelines.runner import refresh_queue, run_main_job
 
     home = _ensure_dagster_home()
-    console.print(f"Ledger: {_redacted(settings.database_url())}\nDagster home: {home}\nImports: {settings.import_dir()}")
+    console.print(f"Ledger: {_redacted(settings.database_url())}\nDagster home: {home}\n"
+                  f"Imports: {settings.import_dir()}")
     with dg.DagsterInstance.get() as instance:
         runs = run_main_job(
             defs, instance, only=partitions or None,
@@ -428,7 +429,8 @@ def show_exception(
         raise typer.Exit(1) from None
     transitions = read_transitions(ledger, exception_id)
     record = {key: (value.isoformat() if isinstance(value, pd.Timestamp) else value)
-              for key, value in exception.items() if not (value is None or (not isinstance(value, str) and pd.isna(value)))}
+              for key, value in exception.items()
+              if not (value is None or (not isinstance(value, str) and pd.isna(value)))}
     history = [{key: (value.isoformat() if isinstance(value, pd.Timestamp) else value) for key, value in row.items()}
                for row in transitions.astype(object).where(transitions.notna(), None).to_dict(orient="records")]
     if output is OutputFormat.json:

@@ -76,7 +76,8 @@ def start_of_partitions() -> datetime:
 
 def extraction_window(watermark: Watermark, *, since: datetime | None, until: datetime | None,
                       lookback: timedelta) -> Window:
-    """Return the window to request: `since` when given, else the watermark less the look-back, else the first partition."""
+    """Return the window to request: `since` when given, else the watermark less the look-back, else the first
+    partition."""
     if since is None:
         since = watermark.cursor - lookback if watermark.cursor else start_of_partitions()
     return Window(since, until or utc_now())
@@ -111,9 +112,9 @@ def extract_stream(stream: Stream, client: LiveClient, ledger: Ledger, routing: 
     """Extract the stream's records since its watermark and store them; return what happened.
 
     Records read again because they tie with the watermark's cursor, and were stored by an earlier
-    run, are counted as already stored; the ledger absorbs them unless they changed. Records with no cursor (report rows) go
-    to the partition of the window's last day, and a stream whose records all lack a cursor
-    moves its watermark to the window's end.
+    run, are counted as already stored; the ledger absorbs them unless they changed. Records with
+    no cursor (report rows) go to the partition of the window's last day, and a stream whose
+    records all lack a cursor moves its watermark to the window's end.
     """
     account = client.account
     where = f"{stream.system}/{stream.name} ({account})"

@@ -112,7 +112,8 @@ def build_inbox_job(streams: list[Stream]) -> dg.JobDefinition:
         context.log.info(f"inbox events: {counts or 'none waiting'}")
         failed = sorted(event_id for event_id, status in outcome.statuses.items() if status == EVENT_FAILED)
         if failed:
-            raise dg.Failure(f"inbox events {', '.join(map(str, failed))} failed; `meshline inbox list --status failed` "
+            raise dg.Failure(f"inbox events {', '.join(map(str, failed))} failed; "
+                             "`meshline inbox list --status failed` "
                              "shows why", allow_retries=False)
 
     @dg.job(name=INBOX_JOB, description="Stores the records of received webhook events. The inbox sensor launches it.")

@@ -20,7 +20,8 @@ from meshline_pipelines.routing import Routing
 
 log = logging.getLogger(__name__)
 
-OPEN, APPROVED, REJECTED, RETRYING, ESCALATED, CLOSED = "open", "approved", "rejected", "retrying", "escalated", "closed"
+OPEN, APPROVED, REJECTED, RETRYING = "open", "approved", "rejected", "retrying"
+ESCALATED, CLOSED = "escalated", "closed"
 STATUSES = (OPEN, APPROVED, REJECTED, RETRYING, ESCALATED, CLOSED)
 ACTIVE = (OPEN, RETRYING, ESCALATED)
 
@@ -35,6 +36,7 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str | None]] = {
     "close": (frozenset({OPEN, APPROVED, REJECTED, RETRYING, ESCALATED}), CLOSED),
 }
 ACTIONS = tuple(TRANSITIONS)
+NOTHING_ALLOWED = "none, it is closed (it reopens if the problem recurs)"
 
 
 class TransitionError(ValueError):
@@ -98,7 +100,7 @@ def transition(ledger: Ledger, exception_id: int, action: str, *, actor: str | N
                 allowed = allowed_actions(row.status)
                 raise TransitionError(
                     f"exception {exception_id} is {row.status}: {action} is not allowed from {row.status}; "
-                    f"allowed: {', '.join(allowed) if allowed else 'none, it is closed (it reopens if the problem recurs)'}")
+                    f"allowed: {', '.join(allowed) if allowed else NOTHING_ALLOWED}")
         else:
             result = None
         new_status = to_status or result or row.status

@@ -80,7 +80,8 @@ def exception_queue(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     results = [
         *notify(ledger, routing, "opened", active, now=now.to_pydatetime()),
         *notify(ledger, routing, "overdue", overdue, now=now.to_pydatetime()),
-        *notify(ledger, routing, "escalated", exceptions[exceptions["id"].isin(escalated_ids)], now=now.to_pydatetime()),
+        *notify(ledger, routing, "escalated", exceptions[exceptions["id"].isin(escalated_ids)],
+                now=now.to_pydatetime()),
     ]
     alerts = pd.Series([result.status for result in results], dtype="string").value_counts().to_dict()
 

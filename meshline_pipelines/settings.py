@@ -68,7 +68,8 @@ def share(name: str, default: float) -> float:
     try:
         rate = float(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number: set it to a share between 0 and 1, for example 0.2") from None
+        raise ValueError(f"{name}={raw!r} is not a number: set it to a share between 0 and 1, "
+                         "for example 0.2") from None
     if not 0 <= rate <= 1:
         raise ValueError(f"{name}={raw!r} is outside 0..1: set a share such as 0.2")
     return rate

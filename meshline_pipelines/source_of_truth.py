@@ -72,7 +72,8 @@ def _locations(value, where: str) -> tuple[tuple[tuple[str, str], ...], ...]:
 
 def load_rules(path: Path | None = None) -> list[FieldRule]:
     """Read and check the rules; an error names the rule's position, its key and the fix."""
-    path = path or Path(os.environ.get(FILE_ENV) or Path(str(settings.routing_file())).with_name("source_of_truth.yaml"))
+    bundled = Path(str(settings.routing_file())).with_name("source_of_truth.yaml")
+    path = path or Path(os.environ.get(FILE_ENV) or bundled)
     document = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     rules = []
     for position, entry in enumerate(document.get("fields") or []):
@@ -85,7 +86,8 @@ def load_rules(path: Path | None = None) -> list[FieldRule]:
                                      "allowed are field, system, max_age, compare_in, locations")
         table, _, column = str(entry.get("field", "")).partition(".")
         if table not in CANONICAL_MODELS or column not in CANONICAL_MODELS[table].to_schema().columns:
-            raise SourceOfTruthError(f"{where}.field: {entry.get('field')!r} is not TABLE.COLUMN of the canonical model")
+            raise SourceOfTruthError(f"{where}.field: {entry.get('field')!r} is not TABLE.COLUMN of the "
+                                     "canonical model")
         system = entry.get("system")
         if system != CHANNEL and system not in SYSTEMS:
             raise SourceOfTruthError(f"{where}.system: unknown system {system!r}: expected channel or one of "
@@ -153,7 +155,8 @@ def stock_tolerance() -> int:
     try:
         units = int(raw)
     except ValueError:
-        raise SourceOfTruthError(f"{TOLERANCE_ENV}={raw!r} is not a whole number of units: set, for example, 2") from None
+        raise SourceOfTruthError(f"{TOLERANCE_ENV}={raw!r} is not a whole number of units: "
+                                 "set, for example, 2") from None
     if units < 0:
         raise SourceOfTruthError(f"{TOLERANCE_ENV}={raw!r} is negative: set 0 or more units")
     return units

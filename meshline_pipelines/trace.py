@@ -82,7 +82,8 @@ def trace_record(ledger: Ledger, system: str, record_id: str) -> pd.DataFrame:
             decisions = _frame(connection, sa.select(exception_transitions).where(
                 exception_transitions.c.exception_id.in_([int(value) for value in opened["id"]])))
             for decision in decisions.to_dict(orient="records"):
-                steps.append({"at": decision["at"], "step": f"exception {decision['exception_id']} {decision['action']}",
+                step = f"exception {decision['exception_id']} {decision['action']}"
+                steps.append({"at": decision["at"], "step": step,
                               "what": f"{decision['from_status']} -> {decision['to_status']} by {decision['actor']}"
                                       + (f": {decision['reason']}" if decision["reason"] else ""),
                               "run_id": decision["run_id"]})

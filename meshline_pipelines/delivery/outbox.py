@@ -69,7 +69,8 @@ class Planned:
 
 
 def held_records(ledger: Ledger, system: str, source_ids: list[str]) -> set[str]:
-    """Return the source records kept from delivery by an exception: an active one, or one rejected by its decision owner."""
+    """Return the source records an exception keeps from delivery: an active one, or one its decision owner
+    rejected."""
     if not source_ids:
         return set()
     query = sa.select(exceptions.c.record_id).where(
@@ -170,7 +171,8 @@ def _open_rejection(ledger: Ledger, routing: Routing, row, message: str) -> None
     route = routing.route("failed_validation", row["source_system"], row["entity"])
     ledger.open_exceptions(pd.DataFrame([exception_row(
         routing, "failed_validation", system=row["source_system"], account=row["source_account"], entity=row["entity"],
-        record_id=row["source_id"], partition_key=row["partition_key"], rule=f"{row['target']}.{row['entity']}:rejected",
+        record_id=row["source_id"], partition_key=row["partition_key"],
+        rule=f"{row['target']}.{row['entity']}:rejected",
         owner=route.decision_owner, fingerprint_extra=(row["version"],),
         reason=f"{row['target'].capitalize()} rejected {row['entity']} {row['record_key']}: {message[:400]}. "
                f"Fix: correct the record in {row['source_system'].capitalize()} (or the mapping), then replay "

@@ -103,7 +103,10 @@ class Watermark:
         return cursor is not None and cursor == self.cursor and record_id in self.ids_at_cursor
 
     def advanced(self, cursors: pd.Series, record_ids: pd.Series) -> "Watermark":
-        """Return the watermark after storing records with these cursors and IDs; ties with the new cursor keep their IDs."""
+        """Return the watermark after storing records with these cursors and IDs.
+
+        Ties with the new cursor keep their IDs.
+        """
         known = cursors.notna()
         if not known.any():
             return self
@@ -270,7 +273,8 @@ class Ledger:
         statement = insert(watermarks).values(values)
         connection.execute(statement.on_conflict_do_update(
             index_elements=["system", "account", "stream"],
-            set_={column: statement.excluded[column] for column in ("cursor_value", "ids_at_cursor", "updated_at", "run_id")},
+            set_={column: statement.excluded[column]
+                  for column in ("cursor_value", "ids_at_cursor", "updated_at", "run_id")},
         ))
 
     def has_rows(self, table_name: str, system: str, account: str) -> bool:

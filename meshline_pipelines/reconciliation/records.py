@@ -57,7 +57,8 @@ def reconcile_inventory(ledger: Ledger, routing: Routing, *, now=None) -> dict:
 def _customer_exception(routing: Routing, crm: pd.Series, field: str, crm_value, truth_value, anchor: str) -> dict:
     return exception_row(
         routing, "reconciliation_mismatch", system=crm["system"], account=crm["account"], entity="customers",
-        record_id=crm["source_id"], partition_key=crm["partition_key"], rule=f"customers.{field}:differs_from_storefront",
+        record_id=crm["source_id"], partition_key=crm["partition_key"],
+        rule=f"customers.{field}:differs_from_storefront",
         field=field,
         reason=f"{crm['system'].capitalize()} contact {crm['source_id']} has a different {field} than storefront "
                f"customer {anchor.rsplit(':', 1)[-1]}, the source of truth. Fix: update the contact from the "
@@ -103,7 +104,8 @@ def _check(name: str, asset_key: dg.AssetKey, summary: dict) -> dg.AssetCheckRes
                   "max_share": limit},
         description=None if summary["mismatched"] == 0 else (
             f"{summary['mismatched']} of {summary['checked']} records differ from the source of truth "
-            f"({share:.1%}, maximum {limit:.0%}); `meshline exceptions list --kind reconciliation_mismatch` lists them"),
+            f"({share:.1%}, maximum {limit:.0%}); "
+            "`meshline exceptions list --kind reconciliation_mismatch` lists them"),
     )
 
 

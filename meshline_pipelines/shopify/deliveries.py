@@ -46,7 +46,8 @@ def _inventory_set(ledger: Ledger, stock: dict, related: dict[str, pd.DataFrame]
 DELIVERIES = [
     Delivery(target="shopify", entity="inventory_level", name="inventory_sets",
              description="Shopify stock set per SKU from NetSuite, the source of truth for stock, through the outbox; "
-                         "dry run unless MESHLINE_DELIVERY_MODE=live. Defined when NetSuite is read (NETSUITE_MODE=api).",
+                         "dry run unless MESHLINE_DELIVERY_MODE=live. Defined when NetSuite is read "
+                         "(NETSUITE_MODE=api).",
              source_table="inventory_levels", source_systems=(SOURCE_OF_TRUTH,),
              upstream=(dg.AssetKey(["netsuite", "inventory"]),), build=_inventory_set, needs=("product_variants",),
              rows=_stock_by_sku),

@@ -33,7 +33,8 @@ class Window:
         if self.since.tzinfo is None or self.until.tzinfo is None:
             raise ValueError("a window needs timezone-aware times; give them in UTC, e.g. 2026-11-01T00:00:00Z")
         if self.since >= self.until:
-            raise ValueError(f"the window is empty: since {iso_utc(self.since)} is not before until {iso_utc(self.until)}")
+            raise ValueError(f"the window is empty: since {iso_utc(self.since)} is not before "
+                             f"until {iso_utc(self.until)}")
 
     @classmethod
     def for_day(cls, partition_key: str) -> "Window":
@@ -79,7 +80,8 @@ def parse_cursor(value: Any) -> datetime | None:
 class LiveClient(SourceClient):
     """A client that calls the system's API. Subclasses page through one endpoint per stream."""
 
-    base_url: str = Field(description="API base URL: the production endpoint, a sandbox, a proxy or a regional endpoint.")
+    base_url: str = Field(
+        description="API base URL: the production endpoint, a sandbox, a proxy or a regional endpoint.")
     timeout_seconds: float = Field(default=30.0, description="Seconds to wait for each response.")
     max_attempts: int = Field(default=5, description="Attempts per request before the run fails.")
 
@@ -158,7 +160,10 @@ class LiveClient(SourceClient):
         return list(self.fetch(stream, Window.for_day(partition_key)))
 
     def partitions_with_data(self, stream: str) -> set[str]:
-        """Return every day from the first partition to today, because an API has no cheap way to list the days with records."""
+        """Return every day from the first partition to today.
+
+        An API has no cheap way to list the days with records.
+        """
         first = date.fromisoformat(settings.partitions_start())
         today = datetime.now(timezone.utc).date()
         return {(first + timedelta(days=offset)).isoformat() for offset in range((today - first).days + 1)}

@@ -47,9 +47,11 @@ class StripeApiClient(LiveClient):
 
     account_id: str = Field(description="The Stripe account ID (acct_...); part of every record's identity.")
     api_key: str = Field(description="A secret or restricted key with read access; set STRIPE_API_KEY.")
-    api_version: str | None = Field(default=None, description="Stripe-Version header. Unset: the account's default version.")
+    api_version: str | None = Field(
+        default=None, description="Stripe-Version header. Unset: the account's default version.")
     connected_account: bool = Field(
-        default=False, description="Send Stripe-Account with account_id, to read a connected account through a platform key."
+        default=False,
+        description="Send Stripe-Account with account_id, to read a connected account through a platform key."
     )
     page_size: int = Field(default=100, ge=1, le=100, description="Objects per page; Stripe allows 1 to 100.")
 
@@ -162,7 +164,8 @@ class StripeApiClient(LiveClient):
             if not has_more:
                 return
             if not records or not isinstance(records[-1], dict) or not records[-1].get("id"):
-                raise session.malformed("GET", response, "has_more is true but the last object has no id to continue after")
+                raise session.malformed("GET", response,
+                                        "has_more is true but the last object has no id to continue after")
             params = {**params, "starting_after": records[-1]["id"]}
 
     def _list_page(self, body: Any, response: httpx.Response) -> tuple[list[Any], bool]:
