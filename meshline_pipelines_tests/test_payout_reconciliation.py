@@ -4,14 +4,18 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+import pandas as pd
 
 from meshline_pipelines.extract import extract_stream
 from meshline_pipelines.reconciliation.payouts import (
     CHECK_NAME, MATCHED, MISMATCHED, NOT_PAID_OUT, UNVERIFIED, payout_reconciliation_asset, reconcile_payouts,
 )
+from meshline_pipelines.reconciliation.settlements import (
+    NOT_STORED, ORDER_NOT_STORED, PRINCIPAL_DIFFERS, REFUND_DIFFERS,
+)
 from meshline_pipelines.resources import LedgerResource, RoutingResource
 from meshline_pipelines.stripe.api import StripeApiClient
-from meshline_pipelines_tests.conftest import drop_file
+from meshline_pipelines_tests.conftest import SAMPLES, drop_file
 from meshline_pipelines_tests.helpers import run, stream
 from meshline_pipelines_tests.stripe_mock import StripeDouble, balance_transaction, charge, payout
 
@@ -291,3 +295,204 @@ def test_asset_check_warns_within_maximum(ledger_url, ledger, routing, import_di
     assert result.success
     assert check.passed is False
     assert check.severity == dg.AssetCheckSeverity.WARN
+
+
+# Amazon settlements against the orders they pay. The bundled sample settlement pays order
+# 111-1111111-1111111 (principal 19.99, FBA fee -3.22). A second settlement in the same flat-file
+# layout pays two more orders and refunds part of the first.
+SETTLEMENT_HEADER = (SAMPLES / "amazon" / "GET_V2_SETTLEMENT_REPORT_DATA_FLAT_FILE.csv").read_text(
+    encoding="utf-8").splitlines()[0].split("\t")
+SAMPLE_ORDER, DIFFERING_ORDER, MISSING_ORDER = "111-1111111-1111111", "112-2222222-2222222", "113-3333333-3333333"
+SECOND_SETTLEMENT = "23456789012"
+AMAZON_ACCOUNT = "A2TESTSELLER/ATVPDKIKX0DER"
+
+
+def _settlement_row(**fields) -> str:
+    return "\t".join(fields.get(column.replace("-", "_"), "") for column in SETTLEMENT_HEADER)
+
+
+def _settlement_item_row(transaction: str, order_id: str, sku: str, quantity: str, principal: str,
+                         commission: str) -> str:
+    return _settlement_row(settlement_id=SECOND_SETTLEMENT, transaction_type=transaction, order_id=order_id,
+                           marketplace_name="Amazon.com", fulfillment_id="AFN",
+                           posted_date="2023-01-20 09:00:00 UTC", sku=sku, quantity_purchased=quantity,
+                           price_type="Principal", price_amount=principal,
+                           item_related_fee_type="Commission", item_related_fee_amount=commission)
+
+
+def _second_settlement() -> bytes:
+    # Row sums: 25.00 - 3.75, 10.00 - 1.50 and -5.00 + 0.75 (a refund returns part of the commission),
+    # so the total of 25.50 matches the rows and only the orders are in question.
+    rows = [
+        _settlement_row(settlement_id=SECOND_SETTLEMENT, settlement_start_date="2023-01-15 00:00:00 UTC",
+                        settlement_end_date="2023-01-29 00:00:00 UTC", deposit_date="2023-01-31 00:00:00 UTC",
+                        total_amount="25.50", currency="USD"),
+        _settlement_item_row("Order", DIFFERING_ORDER, "SKU-2", "2", "25.00", "-3.75"),
+        _settlement_item_row("Order", MISSING_ORDER, "SKU-3", "1", "10.00", "-1.50"),
+        _settlement_item_row("Refund", SAMPLE_ORDER, "SKU-1", "", "-5.00", "0.75"),
+    ]
+    return ("\t".join(SETTLEMENT_HEADER) + "\n" + "\n".join(rows) + "\n").encode()
+
+
+def _amazon_order(order_id: str, total: str) -> dict:
+    return {"AmazonOrderId": order_id, "SellerOrderId": f"SO-{order_id[-4:]}", "PurchaseDate": "2023-01-02T14:22:33Z",
+            "LastUpdateDate": "2023-01-04T12:10:00Z", "OrderStatus": "Shipped", "FulfillmentChannel": "AFN",
+            "SalesChannel": "Amazon.com", "OrderTotal": {"CurrencyCode": "USD", "Amount": total},
+            "NumberOfItemsShipped": 1, "NumberOfItemsUnshipped": 0, "PaymentMethod": "Other",
+            "MarketplaceId": "ATVPDKIKX0DER", "IsBusinessOrder": False, "IsPrime": True}
+
+
+def _order_items(order_id: str, sku: str, quantity: int, price: str, tax: str) -> bytes:
+    item = {"ASIN": f"B0{sku[-1]}TESTASIN", "SellerSKU": sku, "OrderItemId": f"{order_id[-7:]}01",
+            "Title": f"Test item {sku}", "QuantityOrdered": quantity, "QuantityShipped": quantity,
+            "ItemPrice": {"CurrencyCode": "USD", "Amount": price}, "ItemTax": {"CurrencyCode": "USD", "Amount": tax},
+            "PromotionDiscount": {"CurrencyCode": "USD", "Amount": "0.00"}}
+    return json.dumps({"payload": {"AmazonOrderId": order_id, "OrderItems": [item]}}).encode()
+
+
+def _load_amazon(import_dir, ledger, routing, *, with_missing_order: bool = False, partition: str = "2026-11-24"):
+    """Store both settlements, and orders 111 and 112 with their items (and 113 when asked).
+
+    The order totals include tax (19.99 + 1.65, 24.00 + 2.00), which the principal leaves out.
+    """
+    drop_file(import_dir, "amazon", "GET_V2_SETTLEMENT_REPORT_DATA_FLAT_FILE.csv", partition=partition)
+    drop_file(import_dir, "amazon", f"settlement-{SECOND_SETTLEMENT}_GET_V2_SETTLEMENT_REPORT_DATA_FLAT_FILE.txt",
+              partition=partition, content=_second_settlement())
+    orders = [_amazon_order(SAMPLE_ORDER, "21.64"), _amazon_order(DIFFERING_ORDER, "26.00")]
+    items = {SAMPLE_ORDER: _order_items(SAMPLE_ORDER, "SKU-1", 1, "19.99", "1.65"),
+             DIFFERING_ORDER: _order_items(DIFFERING_ORDER, "SKU-2", 2, "24.00", "2.00")}
+    if with_missing_order:
+        orders.append(_amazon_order(MISSING_ORDER, "10.83"))
+        items[MISSING_ORDER] = _order_items(MISSING_ORDER, "SKU-3", 1, "10.00", "0.83")
+    drop_file(import_dir, "amazon", "orders-getOrders.json", partition=partition,
+              content=json.dumps({"payload": {"Orders": orders, "LastUpdatedBefore": "2023-01-05T00:00:00Z"}}).encode())
+    for order_id, body in items.items():
+        drop_file(import_dir, "amazon", f"orders-getOrderItems-{order_id}.json", partition=partition, content=body)
+    for name in ("settlements", "orders", "order_items"):
+        run("amazon", name, import_dir, ledger, routing, partition=partition)
+
+
+def _settlement_orders(outcome) -> dict:
+    return {(result.settlement_id, result.order_id, result.transaction): result
+            for result in outcome.settlement_orders}
+
+
+def _order_exceptions(ledger):
+    stored = ledger.read_exceptions()
+    return stored[stored["entity"] == "orders"].sort_values("id").reset_index(drop=True)
+
+
+def test_amazon_settlement_orders_compared(ledger, routing, import_dir):
+    _load_amazon(import_dir, ledger, routing)
+
+    outcome = reconcile_payouts(ledger, routing)
+
+    results = _settlement_orders(outcome)
+    assert len(results) == 4
+    matching = results[("12345678901", SAMPLE_ORDER, "Order")]
+    assert matching.status == MATCHED
+    assert (matching.expected, matching.found) == (1999, 1999)
+    differing = results[(SECOND_SETTLEMENT, DIFFERING_ORDER, "Order")]
+    assert differing.status == MISMATCHED
+    assert (differing.expected, differing.found, differing.difference) == (2400, 2500, -100)
+    missing = results[(SECOND_SETTLEMENT, MISSING_ORDER, "Order")]
+    assert missing.status == NOT_STORED
+    assert missing.found == 1000
+    assert missing.expected is None
+    refund = results[(SECOND_SETTLEMENT, SAMPLE_ORDER, "Refund")]
+    assert refund.status == UNVERIFIED
+    assert refund.found == 500
+    assert refund.note == "no Amazon refunds stored for this account"
+    assert outcome.settlement_order_counts() == {MATCHED: 1, MISMATCHED: 1, UNVERIFIED: 1, NOT_STORED: 1}
+
+
+def test_amazon_settlement_order_exceptions(ledger, routing, import_dir):
+    _load_amazon(import_dir, ledger, routing)
+
+    reconcile_payouts(ledger, routing)
+
+    exceptions = _order_exceptions(ledger)
+    assert exceptions["record_id"].tolist() == [DIFFERING_ORDER, MISSING_ORDER]
+    mismatch = exceptions.loc[0]
+    assert mismatch["kind"] == "reconciliation_mismatch"
+    assert mismatch["rule"] == PRINCIPAL_DIFFERS
+    assert mismatch["system"] == "amazon"
+    assert mismatch["account"] == AMAZON_ACCOUNT
+    assert mismatch["reason"].startswith(
+        f"Amazon settlement {SECOND_SETTLEMENT}, order {DIFFERING_ORDER}: expected 24.00 USD (the sum of the "
+        "order's stored line totals), found 25.00 USD principal in its 1 settlement rows, a difference of -1.00 USD.")
+    assert json.loads(mismatch["details"]) == {
+        "settlement": SECOND_SETTLEMENT, "order": DIFFERING_ORDER, "transaction": "Order", "currency": "USD",
+        "expected": "24.00", "found": "25.00", "difference": "-1.00", "rows": 1}
+    unmapped = exceptions.loc[1]
+    assert unmapped["kind"] == "unmapped_reference"
+    assert unmapped["rule"] == ORDER_NOT_STORED
+    assert unmapped["value"] == MISSING_ORDER
+    assert unmapped["reason"].startswith(
+        f"Amazon settlement {SECOND_SETTLEMENT} pays order {MISSING_ORDER} (10.00 USD principal in 1 Order rows), "
+        "but the order is not stored in the ledger.")
+
+
+def test_amazon_settlement_fees_summed(ledger, routing, import_dir):
+    _load_amazon(import_dir, ledger, routing)
+
+    outcome = reconcile_payouts(ledger, routing)
+
+    # The second settlement's fees are -3.75 - 1.50 + 0.75. Fees are reported and never compared.
+    assert outcome.item_fees() == {"12345678901": "-3.22 USD", SECOND_SETTLEMENT: "-4.50 USD"}
+    assert outcome.unread_settlement_rows == 0
+    assert _by_id(outcome)[SECOND_SETTLEMENT].status == MATCHED
+    assert _by_id(outcome)["12345678901"].status == MISMATCHED
+
+
+def test_amazon_refund_against_stored_refunds(ledger, routing, import_dir):
+    _load_amazon(import_dir, ledger, routing)
+    # No Amazon stream loads refunds, so the refund is stored directly, as a future stream would.
+    refund = pd.DataFrame([{
+        "system": "amazon", "account": AMAZON_ACCOUNT, "source_id": "R-111-1", "version": "2023-01-19T00:00:00Z",
+        "extra": None, "order_source_id": SAMPLE_ORDER, "payment_source_id": None, "amount": 400, "currency": "USD",
+        "status": "Completed", "reason": None, "created_at": pd.Timestamp("2023-01-19", tz="UTC"),
+        "processed_at": pd.Timestamp("2023-01-19", tz="UTC")}]).astype({"amount": "Int64"})
+    ledger.store("refunds", refund, partition_key="2026-11-24", run_id=None)
+
+    outcome = reconcile_payouts(ledger, routing)
+
+    result = _settlement_orders(outcome)[(SECOND_SETTLEMENT, SAMPLE_ORDER, "Refund")]
+    assert result.status == MISMATCHED
+    assert (result.expected, result.found, result.difference) == (400, 500, -100)
+    exceptions = _order_exceptions(ledger)
+    refund_exception = exceptions[exceptions["rule"] == REFUND_DIFFERS].iloc[0]
+    assert refund_exception["record_id"] == SAMPLE_ORDER
+    assert refund_exception["reason"].startswith(
+        f"Amazon settlement {SECOND_SETTLEMENT}, order {SAMPLE_ORDER}: expected 4.00 USD refunded (the order's "
+        "stored refunds), found 5.00 USD refunded principal in its 1 settlement rows, a difference of -1.00 USD.")
+
+
+def test_amazon_loaded_order_closes_unmapped(ledger, routing, import_dir):
+    _load_amazon(import_dir, ledger, routing, partition="2026-11-24")
+    reconcile_payouts(ledger, routing)
+    _load_amazon(import_dir, ledger, routing, with_missing_order=True, partition="2026-11-25")
+
+    outcome = reconcile_payouts(ledger, routing)
+
+    assert _settlement_orders(outcome)[(SECOND_SETTLEMENT, MISSING_ORDER, "Order")].status == MATCHED
+    exceptions = _order_exceptions(ledger)
+    unmapped = exceptions[exceptions["kind"] == "unmapped_reference"].iloc[0]
+    assert unmapped["status"] == "closed"
+    assert outcome.closed == [int(unmapped["id"])]
+    mismatch = exceptions[exceptions["rule"] == PRINCIPAL_DIFFERS].iloc[0]
+    assert mismatch["status"] == "open"
+
+
+def test_asset_reports_settlement_orders(ledger_url, ledger, routing, import_dir):
+    _load_amazon(import_dir, ledger, routing)
+
+    result = dg.materialize([payout_reconciliation_asset()], resources=_resources(ledger_url), raise_on_error=False)
+
+    check = result.get_asset_check_evaluations()[0]
+    assert check.passed is False
+    assert check.metadata["settlement_orders_mismatched"].value == 1
+    assert check.metadata["settlement_orders_not_stored"].value == 1
+    metadata = result.asset_materializations_for_node("reconciliation__payouts")[0].metadata
+    assert metadata["amazon_settlement_orders"].value == {MATCHED: 1, MISMATCHED: 1, UNVERIFIED: 1, NOT_STORED: 1}
+    assert metadata["amazon_item_fees"].value == {"12345678901": "-3.22 USD", SECOND_SETTLEMENT: "-4.50 USD"}

@@ -6,6 +6,11 @@ own `payout` transaction. Amazon settlements are compared with the sum of their 
 A difference is a `reconciliation_mismatch` exception on the payout. A captured payment whose
 balance transaction is in no payout after `MESHLINE_PAYOUT_LAG_DAYS` is one on the payment.
 
+Each Amazon settlement is also compared with the orders it pays: the principal of each order's rows
+against the order's stored line totals, and refunded principal against the order's stored refunds.
+A difference is a `reconciliation_mismatch` on the order, and an order the ledger does not hold is an
+`unmapped_reference`. Item fees are summed per settlement for the summary only.
+
 Stripe balance transactions name their payout only when the live client lists them per payout
 (`?payout=`); files of `/v1/balance_transactions` do not. Stripe's payout reconciliation guide
 (https://docs.stripe.com/payouts/reconciliation) gives no rule for rebuilding an automatic payout
@@ -32,6 +37,10 @@ from meshline_pipelines.ledger.store import utc_now
 from meshline_pipelines.money import format_minor
 from meshline_pipelines.queue import ACTIVE, TransitionError, transition
 from meshline_pipelines.record_issues import exception_row
+from meshline_pipelines.reconciliation.settlements import (
+    MATCHED, MISMATCHED, NOT_STORED, ORDER_RULES, UNMAPPED, UNVERIFIED, SettlementOrderResult, amazon_settlement_rows,
+    compare_settlement_orders, settlement_order_exception,
+)
 from meshline_pipelines.routing import Routing
 
 log = logging.getLogger(__name__)
@@ -47,13 +56,15 @@ PAYOUT_SYSTEMS = ("stripe", "shopify", "amazon")
 LINES_DIFFER = "payouts.amount:lines_differ"
 SETTLEMENT_ROWS_DIFFER = "payouts.amount:settlement_rows_differ"
 NOT_PAID_OUT = "payments.amount:paid_not_paid_out"
-RULES = (LINES_DIFFER, SETTLEMENT_ROWS_DIFFER, NOT_PAID_OUT)
+PAYOUT_RULES = (LINES_DIFFER, SETTLEMENT_ROWS_DIFFER, NOT_PAID_OUT)
 
-MATCHED, MISMATCHED, UNVERIFIED = "matched", "mismatched", "unverified"
 # Balance transaction types of a captured charge, in Stripe (`charge`, `payment`) and Shopify (`charge`).
 CHARGE_LINE_TYPES = ("charge", "payment")
 SHOPIFY_PAYMENTS_GATEWAY = "shopify_payments"
 SYSTEM_NAMES = {"stripe": "Stripe", "shopify": "Shopify Payments", "amazon": "Amazon"}
+
+
+RULES = PAYOUT_RULES + ORDER_RULES
 
 
 def payout_lag() -> timedelta:
@@ -105,6 +116,11 @@ class PayoutReconciliation:
     unattributable_payments: int = 0
     exceptions: dict[str, int] = field(default_factory=dict)
     closed: list[int] = field(default_factory=list)
+    settlement_orders: list["SettlementOrderResult"] = field(default_factory=list)
+    # Item-related fees (commissions, FBA fees) of each Amazon settlement, keyed by (account, settlement ID),
+    # as (minor units, currency). Fees are negative, as the report lists them.
+    settlement_item_fees: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)
+    unread_settlement_rows: int = 0
 
     def _count(self, status: str) -> int:
         return sum(result.status == status for result in self.payouts)
@@ -133,6 +149,18 @@ class PayoutReconciliation:
             if result.status == MISMATCHED:
                 totals[result.currency] = totals.get(result.currency, 0) + abs(result.difference)
         return {currency: format_minor(total, currency) for currency, total in sorted(totals.items())}
+
+    def settlement_order_counts(self) -> dict[str, int]:
+        """Count the Amazon settlement orders and refunds per status: matched, mismatched, unverified, not_stored."""
+        counts = {MATCHED: 0, MISMATCHED: 0, UNVERIFIED: 0, NOT_STORED: 0}
+        for result in self.settlement_orders:
+            counts[result.status] += 1
+        return counts
+
+    def item_fees(self) -> dict[str, str]:
+        """Return the item-related fees of each Amazon settlement as an exact decimal and currency ("-3.22 USD")."""
+        return {settlement_id: f"{format_minor(amount, currency)} {currency}"
+                for (_, settlement_id), (amount, currency) in sorted(self.settlement_item_fees.items())}
 
     def oldest_unreconciled(self) -> PayoutResult | None:
         """Return the mismatched or unverified payout with the earliest payout date."""
@@ -213,6 +241,7 @@ def _payout_exception(result: PayoutResult, routing: Routing) -> dict:
         fingerprint_extra=(str(result.expected), str(result.found), str(result.other_currency_lines)),
         details={"currency": result.currency, "expected": expected, "found": found, "difference": difference,
                  "lines": result.line_count, "other_currency_lines": result.other_currency_lines})
+
 
 
 def _extra_field(extra: pd.Series, name: str) -> pd.Series:
@@ -298,7 +327,8 @@ def close_resolved(ledger: Ledger, found: list[dict], checked: set[tuple[str, st
         return []
     current = {row["fingerprint"] for row in found}
     current_by_record = {(row["system"], row["account"], row["entity"], row["record_id"]): row for row in found}
-    stale = stored[(stored["kind"] == KIND) & stored["rule"].isin(RULES) & stored["status"].isin(ACTIVE)
+    stale = stored[stored["kind"].isin([KIND, UNMAPPED]) & stored["rule"].isin(RULES)
+                   & stored["status"].isin(ACTIVE)
                    & ~stored["fingerprint"].isin(current)]
     closed = []
     for row in stale.itertuples():
@@ -306,9 +336,14 @@ def close_resolved(ledger: Ledger, found: list[dict], checked: set[tuple[str, st
         if record not in checked:
             continue
         replacement = current_by_record.get(record)
-        reason = ("replaced by an exception with the current difference" if replacement is not None
-                  else "the payout now matches its lines" if row.entity == "payouts"
-                  else "the payment is now in a payout")
+        if replacement is not None:
+            reason = "replaced by an exception with the current difference"
+        elif row.entity == "payouts":
+            reason = "the payout now matches its lines"
+        elif row.entity == "orders":
+            reason = "the order is now stored and matches its settlement rows"
+        else:
+            reason = "the payment is now in a payout"
         try:
             transition(ledger, int(row.id), "close", actor="meshline", reason=reason)
         except TransitionError as exc:
@@ -324,25 +359,37 @@ def reconcile_payouts(ledger: Ledger, routing: Routing, *, now: datetime | None 
     now = now or utc_now()
     lag = payout_lag()
     lines = ledger.read_table("payout_lines")
-    results = compare_payouts(ledger.read_table("payouts"), lines)
+    payouts = ledger.read_table("payouts")
+    results = compare_payouts(payouts, lines)
     not_paid_out, payments_checked, unattributable = payments_not_paid_out(
         ledger.read_table("payments"), lines, now=now, lag=lag)
+    settlement = amazon_settlement_rows(ledger, lines, payouts)
+    settlement_orders = compare_settlement_orders(
+        settlement.rows, ledger.read_table("orders", system="amazon"),
+        ledger.read_table("order_lines", system="amazon"), ledger.read_table("refunds", system="amazon"))
 
     found = [_payout_exception(result, routing) for result in results if result.status == MISMATCHED]
     found += [_not_paid_out_exception(payment, routing, lag) for payment in not_paid_out]
+    found += [settlement_order_exception(result, routing) for result in settlement_orders
+              if result.status in (MISMATCHED, NOT_STORED)]
     counts = ledger.open_exceptions(pd.DataFrame(found), run_id=None) if found else {
         "opened": 0, "seen_again": 0, "reopened": 0}
 
     checked = {(result.system, result.account, "payouts", result.payout_id)
                for result in results if result.status != UNVERIFIED}
     checked |= {(system, account, "payments", source_id) for system, account, source_id in payments_checked}
+    checked |= {("amazon", result.account, "orders", result.order_id)
+                for result in settlement_orders if result.status != UNVERIFIED}
     closed = close_resolved(ledger, found, checked)
+    outcome = PayoutReconciliation(
+        payouts=results, not_paid_out=not_paid_out, unattributable_payments=unattributable, exceptions=counts,
+        closed=closed, settlement_orders=settlement_orders, settlement_item_fees=settlement.item_fees,
+        unread_settlement_rows=settlement.unread)
     log.info("payout reconciliation: %d payouts matched, %d mismatched, %d unverified; %d payments not paid out; "
-             "exceptions %s, %d closed", sum(r.status == MATCHED for r in results),
-             sum(r.status == MISMATCHED for r in results), sum(r.status == UNVERIFIED for r in results),
-             len(not_paid_out), counts, len(closed))
-    return PayoutReconciliation(payouts=results, not_paid_out=not_paid_out, unattributable_payments=unattributable,
-                                exceptions=counts, closed=closed)
+             "Amazon settlement orders %s, %d settlement rows without their raw row; exceptions %s, %d closed",
+             outcome.matched, outcome.mismatched, outcome.unverified, len(not_paid_out),
+             outcome.settlement_order_counts(), settlement.unread, counts, len(closed))
+    return outcome
 
 
 PAYOUTS = dg.AssetKey(["reconciliation", "payouts"])
@@ -353,17 +400,24 @@ def reconciliation_check(outcome: PayoutReconciliation) -> dg.AssetCheckResult:
     """Pass when nothing differs; fail with ERROR when the share of mismatched payouts passes the maximum."""
     share = outcome.mismatched / outcome.checked if outcome.checked else 0.0
     limit = mismatch_max()
-    passed = outcome.mismatched == 0 and not outcome.not_paid_out
+    orders = outcome.settlement_order_counts()
+    passed = (outcome.mismatched == 0 and not outcome.not_paid_out and orders[MISMATCHED] == 0
+              and orders[NOT_STORED] == 0)
     description = None
     if not passed:
         description = (f"{outcome.mismatched} of {outcome.checked} payouts differ from their lines ({share:.1%}, "
-                       f"maximum {limit:.0%}) and {len(outcome.not_paid_out)} paid payments are in no payout; "
-                       "`meshline exceptions list --kind reconciliation_mismatch` lists them")
+                       f"maximum {limit:.0%}) and {len(outcome.not_paid_out)} paid payments are in no payout. "
+                       f"In Amazon settlements, {orders[MISMATCHED]} orders or refunds differ from the ledger and "
+                       f"{orders[NOT_STORED]} orders are not stored. "
+                       "`meshline exceptions list --kind reconciliation_mismatch` and `--kind unmapped_reference` "
+                       "list them")
     return dg.AssetCheckResult(
         asset_key=PAYOUTS, check_name=CHECK_NAME, passed=passed,
         severity=dg.AssetCheckSeverity.ERROR if share > limit else dg.AssetCheckSeverity.WARN,
         metadata={"checked": outcome.checked, "mismatched": outcome.mismatched, "share": round(share, 4),
-                  "max_share": limit, "not_paid_out": len(outcome.not_paid_out)},
+                  "max_share": limit, "not_paid_out": len(outcome.not_paid_out),
+                  "settlement_orders_mismatched": orders[MISMATCHED],
+                  "settlement_orders_not_stored": orders[NOT_STORED]},
         description=description,
     )
 
@@ -381,8 +435,9 @@ def payout_reconciliation_asset() -> dg.AssetsDefinition:
     @dg.asset(key=PAYOUTS, group_name="reconciliation", kinds={"meshline"},
               required_resource_keys={"ledger", "routing"},
               check_specs=[dg.AssetCheckSpec(CHECK_NAME, asset=PAYOUTS, blocking=True)],
-              description="Stripe, Shopify Payments and Amazon payouts against the net of their lines, and paid "
-                          "payments in no payout after the lag. total_difference sums absolute differences.")
+              description="Stripe, Shopify Payments and Amazon payouts against the net of their lines, paid "
+                          "payments in no payout after the lag, and the orders each Amazon settlement pays. "
+                          "total_difference sums absolute differences.")
     def payout_reconciliation(context: dg.AssetExecutionContext):
         outcome = reconcile_payouts(context.resources.ledger.open(), context.resources.routing.load(), now=utc_now())
         yield reconciliation_check(outcome)
@@ -392,6 +447,8 @@ def payout_reconciliation_asset() -> dg.AssetsDefinition:
             "unattributable_payments": outcome.unattributable_payments,
             "total_difference": dg.MetadataValue.json(outcome.total_difference()),
             "oldest_unreconciled": _oldest_text(outcome), "exceptions_closed": len(outcome.closed),
+            "amazon_settlement_orders": dg.MetadataValue.json(outcome.settlement_order_counts()),
+            "amazon_item_fees": dg.MetadataValue.json(outcome.item_fees()),
         })
 
     return payout_reconciliation
