@@ -112,7 +112,7 @@ def extract_stream(stream: Stream, client: LiveClient, ledger: Ledger, routing: 
     """Extract the stream's records since its watermark and store them; return what happened.
 
     Records read again because they tie with the watermark's cursor, and were stored by an earlier
-    run, are counted as already stored; the ledger absorbs them unless they changed. Records with
+    run, are counted as already stored. The ledger absorbs them unless they changed. Records with
     no cursor (report rows) go to the partition of the window's last day, and a stream whose
     records all lack a cursor moves its watermark to the window's end.
     """

@@ -157,7 +157,7 @@ def _measures(output: str) -> dict[str, str]:
     return {row[0]: row[1] for row in cells if len(row) == 2}
 
 
-def test_extract_reads_the_live_api_and_a_second_run_stores_nothing_new(meshline_home, monkeypatch):
+def test_extract_twice_stores_once(meshline_home, monkeypatch):
     monkeypatch.setenv("STRIPE_ACCOUNT_ID", "acct_1CLI")
     monkeypatch.setenv("STRIPE_API_KEY", "sk_test_double")
     double = StripeDouble()

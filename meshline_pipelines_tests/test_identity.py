@@ -68,7 +68,7 @@ def test_shared_email_makes_match_ambiguous(ledger, routing, import_dir):
         ["502", "customer:shopify:jsmith.myshopify.com:1073339462", "same email"]]
 
 
-def test_order_line_with_a_sku_the_erp_lacks_is_unmapped(ledger, routing, import_dir):
+def test_sku_without_erp_item_is_unmapped(ledger, routing, import_dir):
     drop_file(import_dir, "shopify", "orders.json")
     run("shopify", "orders", import_dir, ledger, routing)
     for sku in ("IPOD2008GREEN", "IPOD2008RED"):

@@ -46,7 +46,7 @@ def test_stale_authoritative_value_is_an_exception(ledger, routing):
     assert "longer ago than 1 day" in found.iloc[0]["reason"]
 
 
-def test_stock_that_disagrees_with_a_fresher_authority_is_flagged(ledger, routing, import_dir):
+def test_stock_disagreement_is_flagged(ledger, routing, import_dir):
     _shopify_stock(ledger, routing, import_dir)  # Shopify: RED 2, GREEN 3, updated 2025-07-02
     fresh = datetime(2026, 11, 30, tzinfo=timezone.utc)
     _netsuite_level(ledger, "IPOD2008RED", 7, fresh)
@@ -63,7 +63,7 @@ def test_stock_that_disagrees_with_a_fresher_authority_is_flagged(ledger, routin
         mismatch["reason"])
 
 
-def test_bundled_rules_load_and_a_bad_rule_names_its_key(tmp_path):
+def test_rules_load_and_errors_name_key(tmp_path):
     assert [rule.system for rule in load_rules()] == ["netsuite", "channel", "shopify"]
     bad = tmp_path / "sot.yaml"
     bad.write_text("fields:\n  - {field: inventory_levels.available, system: netsuite, max_age: 1 day}\n")

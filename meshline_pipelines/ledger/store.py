@@ -183,8 +183,8 @@ class Ledger:
     def store(self, table_name: str, frame: pd.DataFrame, *, partition_key: str, run_id: str | None,
               watermark: Watermark | None = None,
               audit: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> StoreOutcome:
-        """Upsert canonical rows by version; in the same transaction, move `watermark` and write the
-        audit events that `audit` builds from the decisions, so a crash leaves all or none of them.
+        """Upsert canonical rows by version, and in the same transaction move `watermark` and write the
+        audit events that `audit` builds from the decisions. A crash leaves all or none of them.
 
         Same content as stored: absorbed. Older version than stored: stale, never overwrites.
         Same version, other content: conflict, the stored row stays. Newer version: updated. A
@@ -398,9 +398,9 @@ def _decide(incoming: pd.DataFrame, stored: pd.DataFrame, partition_key: str) ->
     )
     timestamps = is_timestamp_version(merged["version"]) & is_timestamp_version(merged["version_stored"])
 
-    # Content-hash versions cannot be ordered by themselves, so their partitions order them: a
-    # differing version from an earlier partition than the stored one is stale (a replay of an
-    # old day never brings back an old inventory snapshot), and within one partition the file or
+    # Content-hash versions cannot be ordered by themselves, so their partitions order them. A
+    # differing version from an earlier partition than the stored one is stale, so a replay of an
+    # old day never brings back an old inventory snapshot. Within one partition, the file or
     # response read last wins.
     decision = pd.Series(UPDATED, index=merged.index, dtype="string")
     decision[merged["version_stored"].isna()] = INSERTED

@@ -117,8 +117,8 @@ audit_events = sa.Table(
 )
 
 # The highest cursor value of a live stream whose records are all stored, and the IDs stored at
-# exactly that value: the next run asks from the cursor again, so records that tie with it are
-# read again and the IDs tell which of them are already stored.
+# exactly that value. The next run requests from the cursor again, so records that tie with it are
+# read again, and the IDs show which of them are already stored.
 watermarks = sa.Table(
     "watermarks",
     metadata,
@@ -131,8 +131,8 @@ watermarks = sa.Table(
     sa.Column("run_id", sa.Text(), nullable=True),
 )
 
-# Webhook events as received, one per source event ID: the receiver stores them and answers at
-# once; the inbox sensor turns them into runs. `deliveries` counts repeated deliveries.
+# Webhook events as received, one per source event ID. The receiver stores them and responds at
+# once, and the inbox sensor turns them into runs. `deliveries` counts repeated deliveries.
 inbox_events = sa.Table(
     "inbox_events",
     metadata,
@@ -158,7 +158,7 @@ inbox_events = sa.Table(
     sa.Index(None, "system", "record_id"),
 )
 
-# What started each run: a webhook, a polled change, a dropped file, a schedule or an operator.
+# The trigger of each run: a webhook, a polled change, a dropped file, a schedule or an operator.
 triggers = sa.Table(
     "triggers",
     metadata,
@@ -219,7 +219,7 @@ alerts_sent = sa.Table(
 
 # Links between the same business record in different systems: an order, a customer or a SKU.
 # `canonical_id` names the anchor record (the channel's order, the storefront's customer, the
-# SKU itself); each row says which record of another system is the same one, and how we know.
+# SKU itself). Each row links a record of another system to it, with the link's source.
 xref = sa.Table(
     "xref",
     metadata,
@@ -237,8 +237,8 @@ xref = sa.Table(
     sa.Index(None, "entity", "canonical_id"),
 )
 
-# One row per target record version: what MeshLine sends, or would send in a dry run, and what
-# the target answered. The idempotency key makes a replay of the same version a no-op.
+# One row per target record version: the payload MeshLine sends, or would send in a dry run, and
+# the target's response. The idempotency key makes a replay of the same version a no-op.
 outbox = sa.Table(
     "outbox",
     metadata,
