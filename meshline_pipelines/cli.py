@@ -166,8 +166,16 @@ def _print_summary(ledger, runs) -> None:
         "Next:\n"
         "  make ui                              see runs, partitions and check results in the Dagster UI\n"
         "  .venv/bin/meshline exceptions list   the exception queue with owners and due times\n"
-        "  .venv/bin/meshline records orders    canonical orders (--system, --format json)"
+        "  .venv/bin/meshline records orders    canonical orders (--system, --format json)\n"
+        "  .venv/bin/meshline outbox list       what the deliveries would send (dry run)\n"
+        "  .venv/bin/meshline trace shopify 450789469   one record's path, trigger to delivery\n"
+        f"  .venv/bin/meshline review --week {_current_week()}   this week's execution quality so far"
     )
+
+
+def _current_week() -> str:
+    year, week, _ = datetime.now(timezone.utc).isocalendar()
+    return f"{year}-W{week:02d}"
 
 
 def _print_planted_and_found(ledger, manifest: dict) -> None:
@@ -413,6 +421,23 @@ def _decide(action, *arguments, **options) -> None:
         console.print(f"exception {step.exception_id}: {step.action}, {step.from_status} -> {step.to_status}{owner}")
 
 
+def _release_deliveries(ledger, exception_id: int) -> None:
+    """Release the record's held outbox rows once no exception holds it, and say what happened."""
+    from meshline_pipelines.delivery.outbox import DRY, DRY_RUN, PENDING, delivery_mode, holding_exceptions, release
+    from meshline_pipelines.queue import get_exception
+
+    decided = get_exception(ledger, exception_id)
+    released = release(ledger, decided["system"], decided["record_id"])
+    still = holding_exceptions(ledger, decided["system"], decided["record_id"])
+    if released:
+        status = DRY_RUN if delivery_mode() == DRY else PENDING
+        console.print(f"released {_plural(released, 'held delivery')} of {decided['system']} record "
+                      f"{decided['record_id']}; `meshline outbox list --status {status}` shows them")
+    elif still:
+        console.print(f"{decided['system']} record {decided['record_id']} stays held by exception "
+                      f"{', '.join(map(str, still))}")
+
+
 @exceptions_app.command("show")
 def show_exception(
     exception_id: int = typer.Argument(..., help="The exception's ID, from `meshline exceptions list`."),
@@ -466,7 +491,9 @@ def approve_exception(exception_id: int = typer.Argument(...), actor: str = ACTO
     """Release the record for delivery despite the problem."""
     from meshline_pipelines.queue import transition
 
-    _decide(transition, _ledger(), exception_id, "approve", actor=actor, reason=reason)
+    ledger = _ledger()
+    _decide(transition, ledger, exception_id, "approve", actor=actor, reason=reason)
+    _release_deliveries(ledger, exception_id)
 
 
 @exceptions_app.command("reject")
@@ -494,7 +521,9 @@ def close_exception(exception_id: int = typer.Argument(...), actor: str = ACTOR_
     """Close an exception; it reopens if the problem is seen again."""
     from meshline_pipelines.queue import transition
 
-    _decide(transition, _ledger(), exception_id, "close", actor=actor, reason=reason)
+    ledger = _ledger()
+    _decide(transition, ledger, exception_id, "close", actor=actor, reason=reason)
+    _release_deliveries(ledger, exception_id)
 
 
 def _rerun(exception_id: int, action: str, actor: str | None, reason: str | None) -> None:
@@ -556,6 +585,7 @@ def trace(
     _print_table(f"{system} record {record_id}", rows, ["at", "step", "what", "run_id"])
 
 
+TARGETS = ["netsuite", "hubspot", "shipstation", "shopify"]
 OUTBOX_COLUMNS = ["id", "target", "entity", "record_key", "source_system", "source_id", "status", "attempts",
                   "target_id", "updated_at"]
 
@@ -564,7 +594,8 @@ OUTBOX_COLUMNS = ["id", "target", "entity", "record_key", "source_system", "sour
 def list_outbox(
     status: str = typer.Option(None, "--status", help="Only rows with this status: pending, held, dry_run, "
                                                       "sending, delivered, rejected."),
-    target: str = typer.Option(None, "--target", "-t", help="Only this target: netsuite, hubspot, shipstation."),
+    target: str = typer.Option(None, "--target", "-t", help=f"Only this target: {', '.join(TARGETS)}."),
+    limit: int = typer.Option(None, "--limit", "-n", min=1, help="Print at most this many rows."),
     output: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="table, or json with payloads."),
 ) -> None:
     """List outbox rows, oldest first."""
@@ -573,7 +604,12 @@ def list_outbox(
     if status is not None and status not in STATUSES:
         console.print(f"[red]error:[/red] unknown status {status!r}: expected one of {', '.join(STATUSES)}")
         raise typer.Exit(2)
+    if target is not None and target not in TARGETS:
+        console.print(f"[red]error:[/red] unknown target {target!r}: expected one of {', '.join(TARGETS)}")
+        raise typer.Exit(2)
     frame = read_outbox(_ledger(), status=status, target=target)
+    if limit:
+        frame = frame.head(limit)
     for column in ("created_at", "updated_at", "delivered_at"):
         frame[column] = frame[column].map(lambda value: None if pd.isna(value) else value.isoformat())
     rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
@@ -588,15 +624,20 @@ def list_outbox(
 @outbox_app.command("show")
 def show_outbox(outbox_id: int = typer.Argument(..., help="The row's ID, from `meshline outbox list`.")) -> None:
     """Show one outbox row with the exact payload sent, or to be sent."""
-    from meshline_pipelines.delivery.outbox import read_outbox
+    from meshline_pipelines.delivery.outbox import holding_exceptions, read_outbox
 
-    frame = read_outbox(_ledger())
+    ledger = _ledger()
+    frame = read_outbox(ledger)
     found = frame[frame["id"] == outbox_id]
     if found.empty:
         console.print(f"[red]error:[/red] no outbox row with ID {outbox_id}: `meshline outbox list` shows the IDs")
         raise typer.Exit(1)
-    row = found.iloc[0].to_dict()
+    row = {key: (None if not isinstance(value, str) and pd.isna(value) else
+                 value.isoformat() if isinstance(value, pd.Timestamp) else value)
+           for key, value in found.iloc[0].to_dict().items()}
     row["payload"] = json.loads(row["payload"])
+    if row["status"] == "held":
+        row["held_by_exceptions"] = holding_exceptions(ledger, row["source_system"], row["source_id"])
     typer.echo(json.dumps(row, indent=2, ensure_ascii=False, default=str))
 
 

@@ -73,8 +73,13 @@ def get_exception(ledger: Ledger, exception_id: int) -> pd.Series:
     return restore_types(pd.DataFrame([dict(row)]), exceptions).iloc[0]
 
 
+# The command of each action where they differ: `meshline exceptions assign` records `route`.
+COMMANDS = {"route": "assign"}
+
+
 def allowed_actions(status: str) -> list[str]:
-    return [action for action, (sources, _) in TRANSITIONS.items() if status in sources]
+    """Return the commands the status allows, as `meshline exceptions` names them."""
+    return [COMMANDS.get(action, action) for action, (sources, _) in TRANSITIONS.items() if status in sources]
 
 
 def transition(ledger: Ledger, exception_id: int, action: str, *, actor: str | None = None,
@@ -98,8 +103,9 @@ def transition(ledger: Ledger, exception_id: int, action: str, *, actor: str | N
             sources, result = TRANSITIONS[action]
             if row.status not in sources:
                 allowed = allowed_actions(row.status)
+                command = COMMANDS.get(action, action)
                 raise TransitionError(
-                    f"exception {exception_id} is {row.status}: {action} is not allowed from {row.status}; "
+                    f"exception {exception_id} is {row.status}: {command} is not allowed from {row.status}; "
                     f"allowed: {', '.join(allowed) if allowed else NOTHING_ALLOWED}")
         else:
             result = None

@@ -6,7 +6,9 @@ from typing import Any, ClassVar
 import pytest
 
 from meshline_pipelines.delivery.base import DELIVERED, REJECTED, RETRY, DeliveryResult, TargetClient
-from meshline_pipelines.delivery.outbox import DRY, LIVE, Planned, plan, read_outbox, send
+from meshline_pipelines.delivery.outbox import (
+    DRY, LIVE, Planned, holding_exceptions, plan, read_outbox, release, send,
+)
 from meshline_pipelines.identity import read_links
 from meshline_pipelines.queue import transition
 from meshline_pipelines.sources.live import Window
@@ -113,7 +115,7 @@ def test_crash_before_confirm_keeps_one_record(ledger, routing):
     assert list(state["records"]) == ["shopify-1001"]
 
 
-def test_held_record_waits_until_its_exception_is_approved(ledger, routing, import_dir):
+def test_held_record_waits_until_its_exception_is_approved(ledger, routing, import_dir, monkeypatch):
     from meshline_pipelines_tests.test_queue import _open_exception
 
     exception_id = _open_exception(ledger, routing, import_dir)  # order 9001 of the shop in the samples
@@ -124,9 +126,14 @@ def test_held_record_waits_until_its_exception_is_approved(ledger, routing, impo
     assert plan(ledger, "netsuite", "1234567", "sales_order", [waiting], mode=LIVE) == {"held": 1}
     assert send(ledger, client, routing, target="netsuite", entity="sales_order") == {}
     transition(ledger, exception_id, "approve", actor="ana@example.com", reason="total checked")
+    assert holding_exceptions(ledger, "shopify", "9001")  # the order's other problems still hold it
+    assert release(ledger, "shopify", "9001") == 0
     others = ledger.read_exceptions()
     for other in others[others["id"] != exception_id].itertuples():
         transition(ledger, other.id, "approve", actor="ana@example.com")
+    monkeypatch.setenv("MESHLINE_DELIVERY_MODE", "live")
+    assert release(ledger, "shopify", "9001") == 1
+    assert read_outbox(ledger).iloc[0]["status"] == "pending"
     assert plan(ledger, "netsuite", "1234567", "sales_order", [waiting], mode=LIVE) == {"pending": 1}
     assert send(ledger, client, routing, target="netsuite", entity="sales_order") == {"delivered": 1}
     assert state["calls"] == ["shopify-9001"]

@@ -215,7 +215,7 @@ def test_cli_decisions_and_a_forbidden_one(ledger_url, routing, import_dir, monk
     assert "route, open -> open, owner team:data-ops -> team:order-ops" in assigned.output
     assert approved.exit_code == 0
     assert forbidden.exit_code == 1
-    assert "is approved: retry is not allowed from approved; allowed: route, reject, close" in forbidden.output
+    assert "is approved: retry is not allowed from approved; allowed: assign, reject, close" in forbidden.output
     details = json.loads(detail.output)
     assert [step["action"] for step in details["transitions"]] == ["route", "approve"]
     assert details["transitions"][1]["reason"] == "total checked by hand"

@@ -180,6 +180,30 @@ def _open_rejection(ledger: Ledger, routing: Routing, row, message: str) -> None
         details={"outbox_id": row["id"], "target": row["target"]})]), run_id=row["run_id"])
 
 
+def release(ledger: Ledger, system: str, record_id: str) -> int:
+    """Release the held rows of a record that no exception holds any more; return how many were released.
+
+    They become pending in live mode and dry_run otherwise, as `plan` would make them at the next
+    run of their partition.
+    """
+    if record_id in held_records(ledger, system, [record_id]):
+        return 0
+    ready = DRY_RUN if delivery_mode() == DRY else PENDING
+    with ledger.engine.begin() as connection:
+        return connection.execute(outbox.update().where(
+            outbox.c.source_system == system, outbox.c.source_id == record_id, outbox.c.status == HELD,
+        ).values(status=ready, updated_at=utc_now())).rowcount
+
+
+def holding_exceptions(ledger: Ledger, system: str, record_id: str) -> list[int]:
+    """Return the IDs of the exceptions that keep a record from delivery."""
+    query = sa.select(exceptions.c.id).where(
+        exceptions.c.system == system, exceptions.c.record_id == record_id,
+        exceptions.c.status.in_([*ACTIVE, EXCEPTION_REJECTED])).order_by(exceptions.c.id)
+    with ledger.engine.connect() as connection:
+        return list(connection.execute(query).scalars())
+
+
 def read_outbox(ledger: Ledger, *, status: str | None = None, target: str | None = None) -> pd.DataFrame:
     query = sa.select(outbox).order_by(outbox.c.id)
     if status:
