@@ -16,7 +16,7 @@ from meshline_pipelines.streams import Stream
 
 
 # Transient source failures (429, 5xx and timeouts that outlasted the client's own retries) are
-# retried by the run with longer waits; errors that a retry cannot fix fail at once.
+# retried by the run with longer waits. Errors that a retry cannot fix fail at once.
 SOURCE_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL,
                                      jitter=dg.Jitter.PLUS_MINUS)
 PERMANENT_ERRORS = (ApiAuthError, ApiRequestError, ApiResponseError)

@@ -422,7 +422,7 @@ def _decide(action, *arguments, **options) -> None:
 
 
 def _release_deliveries(ledger, exception_id: int) -> None:
-    """Release the record's held outbox rows once no exception holds it, and say what happened."""
+    """Release the record's held outbox rows once no exception holds it, and print the outcome."""
     from meshline_pipelines.delivery.outbox import DRY, DRY_RUN, PENDING, delivery_mode, holding_exceptions, release
     from meshline_pipelines.queue import get_exception
 

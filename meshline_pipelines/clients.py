@@ -2,7 +2,7 @@
 
 `<SYSTEM>_MODE=file` reads dropped files (the demo's mode); `<SYSTEM>_MODE=api` calls the live
 API with the credentials in that system's variables. In Dagster, secrets stay `EnvVar`s and are
-read when a run starts; on the command line they are read at once, and a missing one is named.
+read when a run starts. On the command line they are read at once, and a missing one is named.
 """
 
 import os

@@ -72,7 +72,7 @@ def exception_queue(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         context.log.warning(f"exception {step.exception_id} is overdue: escalated from {step.from_owner} to "
                             f"{step.to_owner}")
 
-    # Alerts go out once per exception, event and channel; one that failed or was rate-limited
+    # Alerts go out once per exception, event and channel. One that failed or was rate-limited
     # is tried again at the next refresh, because it was not recorded as sent.
     exceptions = ledger.read_exceptions()
     active = exceptions[exceptions["status"].isin(ACTIVE)]

@@ -28,7 +28,7 @@ DEFAULT_PARTITIONS_START = "2026-10-01"
 DEFAULT_MAX_FAILURE_RATE = 0.2
 
 
-# Minutes before the watermark that an incremental extraction asks for again. APIs index updates
+# Minutes before the watermark that an incremental extraction requests again. APIs index updates
 # a little late, and a record updated just before the last run may appear only now.
 DEFAULT_LOOKBACK_MINUTES = 15
 

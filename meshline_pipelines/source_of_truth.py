@@ -127,7 +127,7 @@ def stock_by_sku(levels: pd.DataFrame, variants: pd.DataFrame,
     """Total available per system, account, SKU and location, and the newest update among the summed rows.
 
     With `locations`, a row's location is the number of the mapped location it belongs to, and rows
-    at an unmapped location are left out; without, every row counts towards location `all`.
+    at an unmapped location are left out. Without, every row counts towards location `all`.
     """
     known = variants.dropna(subset=["inventory_item_id", "sku"])
     item_skus = dict(zip(zip(known["system"], known["account"], known["inventory_item_id"]), known["sku"]))

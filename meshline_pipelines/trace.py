@@ -1,9 +1,9 @@
 """A record's path from trigger to outcome, gathered from every ledger table that mentions it.
 
-The path lists, in time order: what triggered the runs that touched the record, each payload
-landed for it, the audit steps (stored, rejected, skipped as stale, redelivered, redacted), the
-exceptions opened on it and every decision and replay taken on them, the records of other
-systems mapped to it, and its deliveries.
+The path lists, in time order, the triggers of the runs that touched the record and each payload
+landed for it. Then come its audit steps (stored, rejected, skipped as stale, redelivered,
+redacted), the exceptions opened on it with every decision and replay taken on them, the records
+of other systems mapped to it, and its deliveries.
 """
 
 import json

@@ -60,7 +60,7 @@ def test_cancelled_order_with_unrefunded_capture(ledger, routing, import_dir):
     assert "were not refunded" in cancelled.iloc[0]["reason"]
 
 
-def test_same_order_number_under_two_ids_is_a_duplicate(ledger, routing, import_dir):
+def test_order_number_twice_is_duplicate(ledger, routing, import_dir):
     first = copy.deepcopy(sample_json("shopify", "orders.json")["orders"][0])
     second = copy.deepcopy(first)
     second["id"] = 450789470

@@ -80,8 +80,11 @@ def test_api_down_error_names_endpoint_and_setting():
         session(script, waits, retry=RetryPolicy(max_attempts=3)).request("GET", "/v1/charges", params={"limit": 1})
 
     message = str(failure.value)
-    assert "stripe" in message and "acct_1" in message
-    assert "GET /v1/charges" in message and "HTTP 503" in message and "after 3 attempts" in message
+    assert "stripe" in message
+    assert "acct_1" in message
+    assert "GET /v1/charges" in message
+    assert "HTTP 503" in message
+    assert "after 3 attempts" in message
     assert "STRIPE_API_BASE_URL" in message
     assert len(waits) == 2
 

@@ -82,7 +82,7 @@ def test_sku_without_erp_item_is_unmapped(ledger, routing, import_dir):
     assert "matches no Netsuite item" in found.iloc[0]["reason"]
 
 
-def test_shipment_links_to_the_order_sent_under_its_key(ledger, routing):
+def test_shipment_links_to_sent_order(ledger, routing):
     key = record_key("shopify", "jsmith.myshopify.com", "450789469")
     plan(ledger, "shipstation", "acme", "order", [Planned("shopify", "jsmith.myshopify.com", "450789469", "v1", key,
                                                           {"orderKey": key})], mode=DRY)

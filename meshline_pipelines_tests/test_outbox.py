@@ -152,7 +152,7 @@ def test_rejection_becomes_an_exception_for_the_decision_owner(ledger, routing):
     assert plan(ledger, "netsuite", "1234567", "sales_order", [_planned("v2")], mode=LIVE) == {"held": 1}
 
 
-def test_delivery_links_the_target_record_and_shows_in_the_trace(ledger, routing):
+def test_delivery_links_and_traces(ledger, routing):
     client, _ = _target()
     plan(ledger, "netsuite", "1234567", "sales_order", [_planned()], mode=LIVE)
     send(ledger, client, routing, target="netsuite", entity="sales_order")

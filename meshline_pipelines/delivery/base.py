@@ -3,8 +3,8 @@
 A target client receives `OutboundRecord`s that the outbox built and returns one
 `DeliveryResult` per record. It upserts by the key the target itself deduplicates on (NetSuite's
 external ID, HubSpot's email, ShipStation's order key), so sending the same version twice leaves
-one record in the target. Transient failures (429, 5xx, timeouts) are retried by the client's
-`ApiSession`; when they persist the result is `retry`, and a 4xx validation answer is `rejected`
+one record in the target. The client's `ApiSession` retries transient failures (429, 5xx,
+timeouts), and when they persist the result is `retry`. A 4xx validation response is `rejected`
 with the target's own message, which becomes an exception for the decision owner.
 """
 

@@ -1,4 +1,4 @@
-"""The outbox: every record version MeshLine sends to a target, once, and what the target answered.
+"""The outbox: every record version MeshLine sends to a target, once, and the target's response.
 
 Delivery is two steps. `plan` writes one row per (target, entity, record key, version) with an
 idempotency key, the payload and a status: `pending`, `held` while the source record has an

@@ -2,8 +2,8 @@
 
 The settlement flat file (GET_V2_SETTLEMENT_REPORT_DATA_FLAT_FILE) names a row's kind in
 `transaction-type` (`Order`, `Refund`) and its charge in `price-type`. `Principal` under
-`price-amount` is the item price, compared with the sum of the order's stored line totals;
-refunded principal is compared with the order's stored refunds. A difference is a
+`price-amount` is the item price, compared with the sum of the order's stored line totals.
+Refunded principal is compared with the order's stored refunds. A difference is a
 `reconciliation_mismatch` on the order, and an order the ledger does not hold is an
 `unmapped_reference`. Item fees are summed per settlement for the summary only.
 """

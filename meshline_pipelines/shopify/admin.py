@@ -67,7 +67,7 @@ class ShopifyAdminClient(TargetClient):
         return {"headers": {"X-Shopify-Access-Token": self.access_token}, "throttle": self.pace}
 
     def pace(self, response: httpx.Response) -> Throttle | None:
-        """Return the pause or retry this API's rate limit asks for after a response, if any."""
+        """Return the pause or retry this API's rate limit requires after a response, if any."""
         return None
 
     def time_field(self, stream: str) -> str:

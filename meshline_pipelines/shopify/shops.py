@@ -1,4 +1,4 @@
-"""What identifies a shop. Kept free of Dagster, so the webhook receiver can import it."""
+"""The identity of a shop, kept free of Dagster so the webhook receiver can import it."""
 
 import re
 

@@ -1,10 +1,10 @@
 """HTTP machinery shared by every live client: timeouts, retries, rate-limit pacing, typed errors.
 
 One `ApiSession` per client and account. It retries 429, 5xx and transport errors with
-exponential backoff and jitter, waits as long as `Retry-After` requests, lets each API add its own
-rules (Stripe's `Stripe-Should-Retry`, Shopify's GraphQL throttle in the body, Amazon's
-per-operation rates) as small hooks, and raises errors that name the system, account, endpoint,
-status and the setting to fix. Requests and retries are logged by path only: query strings,
+exponential backoff and jitter, and waits as long as `Retry-After` requests. Each API adds its own
+rules as small hooks: Stripe's `Stripe-Should-Retry`, Shopify's GraphQL throttle in the body,
+Amazon's per-operation rates. Errors name the system, account, endpoint, status and the setting
+to fix. Requests and retries are logged by path only: query strings,
 headers and bodies may carry secrets or customer data.
 """
 

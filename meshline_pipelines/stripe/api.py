@@ -108,7 +108,7 @@ class StripeApiClient(LiveClient):
         from the request in the origin. Its cursor is its payout's creation time.
         """
         # NOTE: Stripe lists transactions by payout for automatic payouts only, and a transaction
-        # is read once its payout exists; movements not yet paid out are not read in API mode.
+        # is read once its payout exists. Movements not yet paid out are not read in API mode.
         endpoint = ENDPOINTS["balance_transactions"]
         for _, payouts in self._list_pages(ENDPOINTS["payouts"], created_filter):
             for payout in payouts:

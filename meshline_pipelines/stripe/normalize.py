@@ -92,7 +92,7 @@ def normalize_balance_transactions(records: pd.DataFrame, context: MapContext) -
     lines["extra"] = extra_fields(payloads, {"id", "amount", "fee", "net", "currency", "type", "source",
                                              "description", "created"})
     # A balance transaction does not name its payout. The live client lists them per payout, and the
-    # request in the origin says which; saved list files do not, so their payout_source_id stays empty.
+    # request in the origin names it. Saved list files do not, so their payout_source_id stays empty.
     origins = records["origin"] if "origin" in records else pd.Series(pd.NA, index=records.index, dtype="string")
     lines["payout_source_id"] = origins.astype("string").str.extract(PAYOUT_IN_ORIGIN, expand=False)
     lines["type"] = read.text("type")
