@@ -18,6 +18,7 @@ from meshline_pipelines.stripe.api import StripeApiClient
 from meshline_pipelines_tests.conftest import SAMPLES, drop_file
 from meshline_pipelines_tests.helpers import run, stream
 from meshline_pipelines_tests.stripe_mock import StripeDouble, balance_transaction, charge, payout
+from meshline_pipelines_tests.stripe_mock import sample_object as stripe_sample
 
 NOV_2 = int(datetime(2026, 11, 2, tzinfo=timezone.utc).timestamp())
 NOV_3 = int(datetime(2026, 11, 3, tzinfo=timezone.utc).timestamp())
@@ -100,6 +101,52 @@ def test_stripe_sample_lines_not_attributable(ledger, routing, import_dir):
     assert outcome.not_paid_out == []
     assert outcome.unattributable_payments == 0
     assert _payout_exceptions(ledger).empty
+
+
+STRIPE_SAMPLE_PAYOUT = "po_1Pgc79B7WZ01zgkWu1KToYf4"
+
+
+def _assert_stripe_sample_difference(ledger, outcome) -> None:
+    # The sample payout pays 11.00 USD; the one balance transaction listed under it nets 1.00 USD.
+    result = _by_id(outcome)[STRIPE_SAMPLE_PAYOUT]
+    assert result.status == MISMATCHED
+    assert (result.expected, result.found, result.difference, result.line_count) == (1100, 100, 1000, 1)
+    assert outcome.total_difference() == {"USD": "10.00"}
+    exceptions = _payout_exceptions(ledger)
+    assert exceptions["record_id"].tolist() == [STRIPE_SAMPLE_PAYOUT]
+    assert "expected 11.00 USD (the payout amount), found 1.00 USD in its 1 balance transactions" \
+        in exceptions.loc[0, "reason"]
+    assert "a difference of 10.00 USD" in exceptions.loc[0, "reason"]
+
+
+def test_stripe_sample_payout_file_differs(ledger, routing, import_dir):
+    drop_file(import_dir, "stripe", "payouts.json")
+    drop_file(import_dir, "stripe", f"balance_transactions-{STRIPE_SAMPLE_PAYOUT}.json",
+              sample="balance_transactions.json")
+    run("stripe", "payouts", import_dir, ledger, routing)
+    run("stripe", "balance_transactions", import_dir, ledger, routing)
+
+    outcome = reconcile_payouts(ledger, routing)
+
+    _assert_stripe_sample_difference(ledger, outcome)
+
+
+def test_stripe_sample_payout_listed_by_api_differs(ledger, routing):
+    double = StripeDouble()
+    sample_payout, sample_line = stripe_sample("payouts"), stripe_sample("balance_transactions")
+    double.objects["payouts"] = [sample_payout]
+    double.objects["balance_transactions"] = [sample_line]
+    double.payout_of[sample_line["id"]] = STRIPE_SAMPLE_PAYOUT
+    window = (datetime.fromtimestamp(sample_payout["created"] - 86400, timezone.utc),
+              datetime.fromtimestamp(sample_payout["created"] + 86400, timezone.utc))
+    for name in ("payouts", "balance_transactions"):
+        extract_stream(stream("stripe", name), _stripe_client(double), ledger, routing,
+                       since=window[0], until=window[1], lookback=timedelta(0))
+
+    outcome = reconcile_payouts(ledger, routing)
+
+    _assert_stripe_sample_difference(ledger, outcome)
+    assert any(request.url.params.get("payout") == STRIPE_SAMPLE_PAYOUT for request in double.requests)
 
 
 def test_amazon_settlement_total_differs(ledger, routing, import_dir):

@@ -11,8 +11,9 @@ against the order's stored line totals, and refunded principal against the order
 A difference is a `reconciliation_mismatch` on the order, and an order the ledger does not hold is an
 `unmapped_reference`. Item fees are summed per settlement for the summary only.
 
-Stripe balance transactions name their payout only when the live client lists them per payout
-(`?payout=`); files of `/v1/balance_transactions` do not. Stripe's payout reconciliation guide
+Stripe balance transactions name their payout only when they were listed per payout (`?payout=`):
+by the live client, or in a file named `balance_transactions-po_<id>.json`. Other files of
+`/v1/balance_transactions` do not. Stripe's payout reconciliation guide
 (https://docs.stripe.com/payouts/reconciliation) gives no rule for rebuilding an automatic payout
 from `available_on`, and states that Stripe cannot identify the transactions of a manual payout.
 So a Stripe payout is compared only with lines that carry its ID, and payouts or charges without
@@ -200,9 +201,10 @@ def compare_payouts(payouts: pd.DataFrame, lines: pd.DataFrame) -> list[PayoutRe
                   "currency": payout.currency, "expected": int(payout.amount), "payout_date": payout_date,
                   "partition_key": payout.partition_key}
         if own is None or own.empty:
-            note = ("lines not attributable: no stored Stripe balance transaction carries this payout's ID "
-                    "(files of /v1/balance_transactions do not name payouts)") if payout.system == "stripe" \
-                else "no lines stored for this payout"
+            note = "no lines stored for this payout"
+            if payout.system == "stripe":
+                note = ("lines not attributable: no stored Stripe balance transaction carries this payout's ID "
+                        "(save GET /v1/balance_transactions?payout=<id> as balance_transactions-<id>.json)")
             results.append(PayoutResult(**common, found=0, line_count=0, status=UNVERIFIED, note=note))
             continue
         same_currency = own[own["currency"] == payout.currency]

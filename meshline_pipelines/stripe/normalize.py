@@ -12,7 +12,10 @@ from meshline_pipelines.normalize import (
 )
 
 
-PAYOUT_IN_ORIGIN = r"[?&]payout=(po_[A-Za-z0-9]+)"
+# The payout a balance transaction was listed under: the live client's request names it
+# (`GET /v1/balance_transactions?payout=po_...`), and a file saved from that request names it after
+# a dash (`balance_transactions-po_....json`).
+PAYOUT_IN_ORIGIN = r"(?:[?&]payout=|/balance_transactions[^/]*-)(po_[A-Za-z0-9]+)"
 
 
 def _prepare(records: pd.DataFrame, table: str):
@@ -92,7 +95,8 @@ def normalize_balance_transactions(records: pd.DataFrame, context: MapContext) -
     lines["extra"] = extra_fields(payloads, {"id", "amount", "fee", "net", "currency", "type", "source",
                                              "description", "created"})
     # A balance transaction does not name its payout. The live client lists them per payout, and the
-    # request in the origin names it. Saved list files do not, so their payout_source_id stays empty.
+    # request in the origin names it; so does the name of a file saved from such a request. Lines of
+    # any other list file have no payout_source_id and are not attributed to a payout.
     origins = records["origin"] if "origin" in records else pd.Series(pd.NA, index=records.index, dtype="string")
     lines["payout_source_id"] = origins.astype("string").str.extract(PAYOUT_IN_ORIGIN, expand=False)
     lines["type"] = read.text("type")
