@@ -110,7 +110,8 @@ def test_amazon_settlement_payout_and_lines(ledger, routing, import_dir):
     assert payout["payout_date"] == pd.Timestamp("2023-01-17T00:00:00Z")
     line = _row(ledger.read_table("payout_lines"), "12345678901:2")
     assert line["type"] == "Order/Principal"
-    assert line["amount"] == 1999 - 322
+    # The row's principal is its gross amount and its FBA fee of -3.22 its fee.
+    assert (line["amount"], line["fee_amount"], line["net_amount"]) == (1999, 322, 1999 - 322)
     assert line["currency"] == "USD"
     assert line["order_source_id"] == "111-1111111-1111111"
 

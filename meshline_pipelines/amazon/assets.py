@@ -38,7 +38,8 @@ STREAMS = [
         normalize=normalize.normalize_settlements,
         source_fields={"payouts.amount": "total-amount", "payouts.currency": "currency",
                        "payout_lines.currency": "currency (of the settlement's summary row)",
-                       "payout_lines.amount": "price-amount and the other *-amount columns",
+                       "payout_lines.amount": "price-amount, promotion-amount, direct-payment-amount, other-amount",
+                       "payout_lines.fee_amount": "the *-fee-amount columns, negated",
                        "payout_lines.type": "transaction-type"},
     ),
     Stream(

@@ -8,11 +8,14 @@ from meshline_pipelines.normalize import (
     timestamp_versions, with_identity,
 )
 
-# Settlement report columns that carry an amount; a line fills one or a few of them.
-SETTLEMENT_AMOUNT_COLUMNS = [
-    "price-amount", "item-related-fee-amount", "shipment-fee-amount", "order-fee-amount", "misc-fee-amount",
-    "other-fee-amount", "promotion-amount", "direct-payment-amount", "other-amount",
+# Settlement report columns that carry an amount; a row fills one or a few of them. Charges to
+# the buyer (price, promotions, direct payments) make a line's gross amount; Amazon's fees make its
+# fee, which the report lists as negative and the canonical line keeps as a positive cost.
+SETTLEMENT_GROSS_COLUMNS = ["price-amount", "promotion-amount", "direct-payment-amount", "other-amount"]
+SETTLEMENT_FEE_COLUMNS = [
+    "item-related-fee-amount", "shipment-fee-amount", "order-fee-amount", "misc-fee-amount", "other-fee-amount",
 ]
+SETTLEMENT_AMOUNT_COLUMNS = SETTLEMENT_GROSS_COLUMNS + SETTLEMENT_FEE_COLUMNS
 SETTLEMENT_TYPE_COLUMNS = [
     "price-type", "item-related-fee-type", "shipment-fee-type", "order-fee-type", "promotion-type",
     "direct-payment-type", "other-fee-reason-description",
@@ -163,9 +166,13 @@ def normalize_settlements(records: pd.DataFrame, context: MapContext) -> Normali
     lines["payout_source_id"] = settlement_ids[~is_summary]
     lines["type"] = (transaction_type[~is_summary] + "/" + type_parts.bfill(axis=1).iloc[:, 0].fillna("other")) \
         if not detail.empty else _empty_text(detail.index)
-    lines["amount"] = amounts.sum(axis=1, min_count=1).astype("Int64")
-    lines["fee_amount"] = pd.Series(pd.NA, index=detail.index, dtype="Int64")
-    lines["net_amount"] = pd.Series(pd.NA, index=detail.index, dtype="Int64")
+    gross = amounts[SETTLEMENT_GROSS_COLUMNS].sum(axis=1, min_count=1).astype("Int64")
+    fee = -amounts[SETTLEMENT_FEE_COLUMNS].sum(axis=1, min_count=1).astype("Int64")
+    # A row with fees only has a gross of zero; a row with no amount at all fails as a missing amount.
+    has_amount = amounts.notna().any(axis=1)
+    lines["amount"] = gross.mask(gross.isna() & has_amount, 0)
+    lines["fee_amount"] = fee
+    lines["net_amount"] = (lines["amount"] - fee.fillna(0)).astype("Int64")
     lines["currency"] = currency
     lines["source_object_id"] = _blank_to_na(read.text("adjustment-id"))
     lines["order_source_id"] = _blank_to_na(read.text("order-id"))
