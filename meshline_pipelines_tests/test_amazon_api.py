@@ -29,6 +29,9 @@ from meshline_pipelines.sources.http import (
 )
 from meshline_pipelines.sources.live import Window, parse_cursor
 from meshline_pipelines.sources.rate_limits import TokenBucket
+from meshline_pipelines_tests.amazon_finances import (
+    charges, fees, refund_event, refund_item, shipment_event, shipment_item,
+)
 
 SAMPLES = settings.bundled_samples_dir() / "amazon"
 BASE_URL = "https://sellingpartnerapi-na.amazon.test"
@@ -44,6 +47,7 @@ CREDENTIAL_SETTINGS = ("AMAZON_LWA_CLIENT_ID", "AMAZON_LWA_CLIENT_SECRET", "AMAZ
 DAY = "2026-11-24"
 WINDOW = Window.for_day(DAY)
 ORDERS_PATH = "/orders/v0/orders"
+FINANCIAL_EVENTS_PATH = "/finances/v0/financialEvents"
 REPORTS_PATH = "/reports/2021-06-30/reports"
 GET_ORDERS_INTERVAL = 1 / 0.0167
 STREAM = {stream.name: stream for stream in STREAMS}
@@ -95,6 +99,8 @@ class AmazonDouble:
         self.report_statuses: list[str] = []
         self.inventory_document = "amzn1.spdoc.1.4.na.inventory-1"
         self.created_reports: list[dict] = []
+        self.financial_events: list[tuple[str, dict]] = []  # (event list name, event)
+        self.financial_events_per_page = 100
         self.rate_limit: str | None = None
         self.revoked = False
         self.answers: list = []
@@ -159,6 +165,8 @@ class AmazonDouble:
             return self._get_report(path.rsplit("/", 1)[1])
         if request.method == "GET" and path.startswith("/reports/2021-06-30/documents/"):
             return self._get_report_document(path.rsplit("/", 1)[1])
+        if request.method == "GET" and path == FINANCIAL_EVENTS_PATH:
+            return self._list_financial_events(params)
         return sp_api_error(404, "NotFound", f"Resource {path} is not found.")
 
     def _page(self, found: list, size: int) -> tuple[list, str | None]:
@@ -190,6 +198,24 @@ class AmazonDouble:
         page, token = self._page(found, min(int(params.get("MaxResultsPerPage", 100)), self.orders_per_page))
         payload = {"Orders": page, **({"NextToken": token} if token else {})}
         return httpx.Response(200, json={"payload": payload})
+
+    def _list_financial_events(self, params: httpx.QueryParams) -> httpx.Response:
+        after, before = parse_cursor(params.get("PostedAfter")), parse_cursor(params.get("PostedBefore"))
+        if after is None or before is None:
+            return sp_api_error(400, "InvalidInput", "Invalid Date-Time field(s).")
+        if before > datetime.now(timezone.utc) - timedelta(minutes=2):
+            return sp_api_error(400, "InvalidInput", "Date should be no later than 2 minutes from now.")
+        if "NextToken" in params:
+            found = self._pages.pop(params["NextToken"])
+        else:
+            found = [(name, event) for name, event in self.financial_events
+                     if after <= parse_cursor(event["PostedDate"]) < before]
+        size = min(int(params.get("MaxResultsPerPage", 100)), self.financial_events_per_page)
+        page, token = self._page(found, size)
+        lists = {"ShipmentEventList": [], "RefundEventList": [], "GuaranteeClaimEventList": []}
+        for name, event in page:
+            lists[name].append(event)
+        return httpx.Response(200, json={"payload": {"FinancialEvents": lists, **({"NextToken": token} if token else {})}})
 
     def _get_order_items(self, order_id: str, params: httpx.QueryParams) -> httpx.Response:
         if order_id not in self.items:
@@ -778,3 +804,53 @@ def test_order_lines_partitioned_by_order_update(ledger):
     lines = ledger.read_table("order_lines", system="amazon").set_index("source_id")
     assert lines.loc["1001", "partition_key"] == "2026-11-23"
     assert lines.loc["1002", "partition_key"] == DAY
+
+
+def _financial_events_of_the_day() -> list[tuple[str, dict]]:
+    shipped = [("ShipmentEventList", shipment_event(f"114-000000{n}-0000001", f"{DAY}T0{n}:00:00Z", [shipment_item(
+        f"4400{n}", "SKU-4", 1, charges(Principal="30.00"), fees(Commission="-4.50"))])) for n in range(1, 4)]
+    refunded = ("RefundEventList", refund_event("114-0000001-0000001", f"{DAY}T09:00:00Z", [refund_item(
+        "44001-R", "SKU-4", 1, charges(Principal="-30.00"), fees(Commission="4.50"))]))
+    yesterday = ("ShipmentEventList", shipment_event("114-0000009-0000001", "2026-11-23T23:59:59Z", [shipment_item(
+        "44009", "SKU-4", 1, charges(Principal="9.00"), [])]))
+    return shipped + [refunded, yesterday]
+
+
+def test_financial_events_paged_with_same_arguments():
+    double = AmazonDouble()
+    double.financial_events = _financial_events_of_the_day()
+    double.financial_events_per_page = 2
+
+    found = records(client(double), "financial_events")
+
+    assert [(event["EventList"], event["PostedDate"]) for event in found] == [
+        ("ShipmentEventList", f"{DAY}T01:00:00Z"), ("ShipmentEventList", f"{DAY}T02:00:00Z"),
+        ("ShipmentEventList", f"{DAY}T03:00:00Z"), ("RefundEventList", f"{DAY}T09:00:00Z")]
+    first, second = double.requests_to(FINANCIAL_EVENTS_PATH)
+    assert first.url.params["PostedAfter"] == f"{DAY}T00:00:00Z"
+    assert first.url.params["PostedBefore"] == "2026-11-25T00:00:00Z"
+    assert second.url.params["PostedAfter"] == first.url.params["PostedAfter"]
+    assert "NextToken" in second.url.params
+
+
+def test_extracted_financial_events_are_stored(ledger):
+    double = AmazonDouble()
+    double.financial_events = _financial_events_of_the_day()
+
+    result = run_stream(STREAM["financial_events"], client(double), ledger, load_routing(), partition_key=DAY,
+                        run_id="test")
+
+    assert (result.records, result.failed_records) == (4, 0)
+    lines = ledger.read_table("payout_lines", system="amazon").set_index("source_object_id")
+    assert lines.loc["44001", ["amount", "fee_amount", "net_amount"]].tolist() == [3000, 450, 2550]
+    assert lines.loc["44001-R", ["amount", "fee_amount", "net_amount"]].tolist() == [-3000, -450, -2550]
+    refunds = ledger.read_table("refunds", system="amazon")
+    assert refunds[["order_source_id", "amount"]].values.tolist() == [["114-0000001-0000001", 3000]]
+
+
+def test_financial_events_with_a_list_that_is_not_a_list_raise():
+    double = AmazonDouble()
+    double.answers = [httpx.Response(200, json={"payload": {"FinancialEvents": {"ShipmentEventList": {}}}})]
+
+    with pytest.raises(ApiResponseError, match="FinancialEvents.ShipmentEventList is a dict, expected a list"):
+        records(client(double), "financial_events")

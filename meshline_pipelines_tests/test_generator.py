@@ -17,9 +17,12 @@ import pytest
 
 from meshline_pipelines.amazon.client import AmazonFileClient
 from meshline_pipelines.generator.week import decimal_text, generate_week, iter_shopify_order_pages, main
+from meshline_pipelines.ingest import run_stream
+from meshline_pipelines.reconciliation.payouts import reconcile_payouts
 from meshline_pipelines.money import format_minor, iso_exponent
 from meshline_pipelines.shopify.client import ShopifyFileClient
 from meshline_pipelines.stripe.client import StripeFileClient
+from meshline_pipelines_tests.helpers import stream
 
 SHOPIFY_ORDERS = 300
 AMAZON_ORDERS = 60
@@ -325,6 +328,24 @@ def test_settlement_total_equals_rows(week):
     assert len(details) > 0
     assert all(row["transaction-type"] == "Order" for row in details)
     assert Decimal(summary["total-amount"]) == posted
+
+
+def test_settlement_orders_match_their_financial_events(week, ledger, routing):
+    root, manifest = week
+    accounts = manifest["accounts"]
+    amazon = AmazonFileClient(seller_id=accounts["amazon_seller_id"], marketplace_id=accounts["amazon_marketplace_id"],
+                              import_dir=str(root))
+    for day in sorted(path.name for path in root.iterdir() if path.is_dir()):
+        for name in ("orders", "order_items", "financial_events", "settlements"):
+            run_stream(stream("amazon", name), amazon, ledger, routing, partition_key=day, run_id="test")
+
+    outcome = reconcile_payouts(ledger, routing)
+
+    by_transaction = defaultdict(list)
+    for result in outcome.settlement_orders:
+        by_transaction[result.transaction].append(result.status)
+    assert len(by_transaction["Fees"]) == len(by_transaction["Order"]) > 0
+    assert set(by_transaction["Fees"]) == set(by_transaction["Order"]) == {"matched"}
 
 
 def test_stripe_payouts_equal_final_nets(week):

@@ -11,10 +11,13 @@ from meshline_pipelines.reconciliation.payouts import (
     CHECK_NAME, MATCHED, MISMATCHED, NOT_PAID_OUT, UNVERIFIED, payout_reconciliation_asset, reconcile_payouts,
 )
 from meshline_pipelines.reconciliation.settlements import (
-    NOT_STORED, ORDER_NOT_STORED, PRINCIPAL_DIFFERS, REFUND_DIFFERS,
+    FEES_DIFFER, NOT_STORED, ORDER_NOT_STORED, PRINCIPAL_DIFFERS, REFUND_DIFFERS,
 )
 from meshline_pipelines.resources import LedgerResource, RoutingResource
 from meshline_pipelines.stripe.api import StripeApiClient
+from meshline_pipelines_tests.amazon_finances import (
+    charges, fees, financial_events_file, refund_event, refund_item, shipment_event, shipment_item,
+)
 from meshline_pipelines_tests.conftest import SAMPLES, drop_file
 from meshline_pipelines_tests.helpers import run, stream
 from meshline_pipelines_tests.stripe_mock import StripeDouble, balance_transaction, charge, payout
@@ -435,7 +438,7 @@ def test_amazon_settlement_orders_compared(ledger, routing, import_dir):
     outcome = reconcile_payouts(ledger, routing)
 
     results = _settlement_orders(outcome)
-    assert len(results) == 4
+    assert len(results) == 6
     matching = results[("12345678901", SAMPLE_ORDER, "Order")]
     assert matching.status == MATCHED
     assert (matching.expected, matching.found) == (1999, 1999)
@@ -449,8 +452,11 @@ def test_amazon_settlement_orders_compared(ledger, routing, import_dir):
     refund = results[(SECOND_SETTLEMENT, SAMPLE_ORDER, "Refund")]
     assert refund.status == UNVERIFIED
     assert refund.found == 500
-    assert refund.note == "no Amazon refunds stored for this account"
-    assert outcome.settlement_order_counts() == {MATCHED: 1, MISMATCHED: 1, UNVERIFIED: 1, NOT_STORED: 1}
+    assert refund.note == "no Amazon refunds stored for this account; load amazon/financial_events"
+    fees = results[(SECOND_SETTLEMENT, DIFFERING_ORDER, "Fees")]
+    assert (fees.status, fees.found) == (UNVERIFIED, -375)
+    assert ("12345678901", SAMPLE_ORDER, "Fees") in results
+    assert outcome.settlement_order_counts() == {MATCHED: 1, MISMATCHED: 1, UNVERIFIED: 3, NOT_STORED: 1}
 
 
 def test_amazon_settlement_order_exceptions(ledger, routing, import_dir):
@@ -485,7 +491,7 @@ def test_amazon_settlement_fees_summed(ledger, routing, import_dir):
 
     outcome = reconcile_payouts(ledger, routing)
 
-    # The second settlement's fees are -3.75 - 1.50 + 0.75. Fees are reported and never compared.
+    # The second settlement's fees are -3.75 - 1.50 + 0.75.
     assert outcome.item_fees() == {"12345678901": "-3.22 USD", SECOND_SETTLEMENT: "-4.50 USD"}
     assert outcome.unread_settlement_rows == 0
     assert _by_id(outcome)[SECOND_SETTLEMENT].status == MATCHED
@@ -494,7 +500,7 @@ def test_amazon_settlement_fees_summed(ledger, routing, import_dir):
 
 def test_amazon_refund_against_stored_refunds(ledger, routing, import_dir):
     _load_amazon(import_dir, ledger, routing)
-    # No Amazon stream loads refunds, so the refund is stored directly, as a future stream would.
+    # Stored directly: the refund's origin does not matter to the comparison.
     refund = pd.DataFrame([{
         "system": "amazon", "account": AMAZON_ACCOUNT, "source_id": "R-111-1", "version": "2023-01-19T00:00:00Z",
         "extra": None, "order_source_id": SAMPLE_ORDER, "payment_source_id": None, "amount": 400, "currency": "USD",
@@ -512,7 +518,7 @@ def test_amazon_refund_against_stored_refunds(ledger, routing, import_dir):
     assert refund_exception["record_id"] == SAMPLE_ORDER
     assert refund_exception["reason"].startswith(
         f"Amazon settlement {SECOND_SETTLEMENT}, order {SAMPLE_ORDER}: expected 4.00 USD refunded (the order's "
-        "stored refunds), found 5.00 USD refunded principal in its 1 settlement rows, a difference of -1.00 USD.")
+        "stored refunds), found 5.00 USD refunded in its 1 settlement rows, a difference of -1.00 USD.")
 
 
 def test_amazon_loaded_order_closes_unmapped(ledger, routing, import_dir):
@@ -531,6 +537,65 @@ def test_amazon_loaded_order_closes_unmapped(ledger, routing, import_dir):
     assert mismatch["status"] == "open"
 
 
+def _load_financial_events(import_dir, ledger, routing, shipments: list[dict], refunds: list[dict], *,
+                           partition: str = "2026-11-24"):
+    drop_file(import_dir, "amazon", "finances-listFinancialEvents.json", partition=partition,
+              content=financial_events_file(shipments, refunds))
+    run("amazon", "financial_events", import_dir, ledger, routing, partition=partition)
+
+
+def _sample_order_events() -> tuple[list[dict], list[dict]]:
+    """Events of orders 111 and 112: 112's commission is 3.50 where the second settlement takes 3.75."""
+    shipments = [
+        shipment_event(SAMPLE_ORDER, "2023-01-03T10:00:00Z", [shipment_item(
+            "111111101", "SKU-1", 1, charges(Principal="19.99", Tax="1.65"), fees(FBAPerUnitFulfillmentFee="-3.22"))]),
+        shipment_event(DIFFERING_ORDER, "2023-01-20T09:00:00Z", [shipment_item(
+            "222222201", "SKU-2", 2, charges(Principal="24.00", Tax="2.00"), fees(Commission="-3.50"))]),
+    ]
+    refunds = [refund_event(SAMPLE_ORDER, "2023-01-20T09:00:00Z", [refund_item(
+        "111111101-R1", "SKU-1", 1, charges(Principal="-5.00"), fees(Commission="0.75"))])]
+    return shipments, refunds
+
+
+def test_amazon_settlement_fees_and_refunds_against_events(ledger, routing, import_dir):
+    _load_amazon(import_dir, ledger, routing)
+    _load_financial_events(import_dir, ledger, routing, *_sample_order_events())
+
+    outcome = reconcile_payouts(ledger, routing)
+
+    results = _settlement_orders(outcome)
+    sample_fees = results[("12345678901", SAMPLE_ORDER, "Fees")]
+    assert (sample_fees.status, sample_fees.expected, sample_fees.found) == (MATCHED, -322, -322)
+    differing_fees = results[(SECOND_SETTLEMENT, DIFFERING_ORDER, "Fees")]
+    assert differing_fees.status == MISMATCHED
+    assert (differing_fees.expected, differing_fees.found, differing_fees.difference) == (-350, -375, 25)
+    refund = results[(SECOND_SETTLEMENT, SAMPLE_ORDER, "Refund")]
+    assert (refund.status, refund.expected, refund.found) == (MATCHED, 500, 500)
+    exception = _order_exceptions(ledger).set_index("rule").loc[FEES_DIFFER]
+    assert exception["record_id"] == DIFFERING_ORDER
+    assert exception["reason"].startswith(
+        f"Amazon settlement {SECOND_SETTLEMENT}, order {DIFFERING_ORDER}: expected -3.50 USD (the item fees of the "
+        "order's shipment events), found -3.75 USD item fees in its 1 settlement rows, a difference of 0.25 USD.")
+
+
+def test_later_fee_event_closes_fee_difference(ledger, routing, import_dir):
+    _load_amazon(import_dir, ledger, routing)
+    shipments, refunds = _sample_order_events()
+    _load_financial_events(import_dir, ledger, routing, shipments, refunds)
+    reconcile_payouts(ledger, routing)
+    # Amazon posts a further 0.25 fee for the same order item later.
+    later = shipment_event(DIFFERING_ORDER, "2023-01-21T09:00:00Z", [shipment_item(
+        "222222201", "SKU-2", 0, [], fees(Commission="-0.25"))])
+    _load_financial_events(import_dir, ledger, routing, [later], [], partition="2026-11-25")
+
+    outcome = reconcile_payouts(ledger, routing)
+
+    assert _settlement_orders(outcome)[(SECOND_SETTLEMENT, DIFFERING_ORDER, "Fees")].status == MATCHED
+    fee_exception = _order_exceptions(ledger).set_index("rule").loc[FEES_DIFFER]
+    assert fee_exception["status"] == "closed"
+    assert int(fee_exception["id"]) in outcome.closed
+
+
 def test_asset_reports_settlement_orders(ledger_url, ledger, routing, import_dir):
     _load_amazon(import_dir, ledger, routing)
 
@@ -541,5 +606,5 @@ def test_asset_reports_settlement_orders(ledger_url, ledger, routing, import_dir
     assert check.metadata["settlement_orders_mismatched"].value == 1
     assert check.metadata["settlement_orders_not_stored"].value == 1
     metadata = result.asset_materializations_for_node("reconciliation__payouts")[0].metadata
-    assert metadata["amazon_settlement_orders"].value == {MATCHED: 1, MISMATCHED: 1, UNVERIFIED: 1, NOT_STORED: 1}
+    assert metadata["amazon_settlement_orders"].value == {MATCHED: 1, MISMATCHED: 1, UNVERIFIED: 3, NOT_STORED: 1}
     assert metadata["amazon_item_fees"].value == {"12345678901": "-3.22 USD", SECOND_SETTLEMENT: "-4.50 USD"}

@@ -1,6 +1,6 @@
 """Amazon streams, declared once; each becomes a daily-partitioned asset in the `amazon` group."""
 
-from meshline_pipelines.amazon import normalize
+from meshline_pipelines.amazon import finances, normalize
 from meshline_pipelines.streams import Stream, id_at
 
 SYSTEM = "amazon"
@@ -41,6 +41,19 @@ STREAMS = [
                        "payout_lines.amount": "price-amount, promotion-amount, direct-payment-amount, other-amount",
                        "payout_lines.fee_amount": "the *-fee-amount columns, negated",
                        "payout_lines.type": "transaction-type"},
+    ),
+    Stream(
+        system=SYSTEM,
+        name="financial_events",
+        description="Amazon shipment and refund events (Finances API listFinancialEvents): item charges and fees "
+                    "not yet in a settlement, and refunds.",
+        tables=("payout_lines", "refunds"),
+        record_id=finances.financial_event_ids,
+        normalize=finances.normalize_financial_events,
+        source_fields={"payout_lines.amount": "ItemChargeList[] and PromotionList[] (adjustments for refunds)",
+                       "payout_lines.fee_amount": "ItemFeeList[], negated",
+                       "payout_lines.order_source_id": "AmazonOrderId", "payout_lines.processed_at": "PostedDate",
+                       "refunds.amount": "ItemChargeAdjustmentList[] and PromotionAdjustmentList[], negated"},
     ),
     Stream(
         system=SYSTEM,

@@ -4,6 +4,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from meshline_pipelines.amazon import finances
 from meshline_pipelines.sources.files import (
     FilePattern, FileSnapshotClient, json_list_at, json_object_at, tab_separated,
 )
@@ -28,11 +29,12 @@ DOCUMENTED_FIELDS = {
         "ShipmentServiceLevelCategory", "ShippingAddress",
     }),
     "order_items": frozenset({"AmazonOrderId", "NextToken", "OrderItems"}),
+    "financial_events": finances.DOCUMENTED_FIELDS,
 }
 
 
 class AmazonFileClient(FileSnapshotClient):
-    """SP-API getOrders, getOrder and getOrderItems bodies, and settlement and FBA inventory reports.
+    """SP-API getOrders, getOrder, getOrderItems and listFinancialEvents bodies; settlement and FBA inventory reports.
 
     Reports are tab-separated whatever their file extension; SP-API delivers some in ISO-8859-1.
     """
@@ -51,6 +53,7 @@ class AmazonFileClient(FileSnapshotClient):
         "order_items": [FilePattern("orders-getOrderItems*.json", json_object_at("payload"))],
         "settlements": [FilePattern("*SETTLEMENT_REPORT_DATA_FLAT_FILE*", tab_separated(SETTLEMENT_COLUMNS))],
         "inventory": [FilePattern("*AFN_INVENTORY_DATA*", tab_separated(FBA_INVENTORY_COLUMNS))],
+        "financial_events": [FilePattern("finances-listFinancialEvents*.json", finances.read_financial_events)],
     }
 
     @property

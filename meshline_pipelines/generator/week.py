@@ -1544,6 +1544,11 @@ def simulate_amazon(rng: random.Random, start: date, days: int, order_count: int
         orders.extend(day_orders)
 
     last_day = start + timedelta(days=days - 1)
+    for order in orders:
+        # Amazon posts a shipment event when it charges for shipped items, the day they ship.
+        if order.shipped_at is not None and order.shipped_at.date() <= last_day:
+            deliveries.add(order.shipped_at.date().isoformat(), "amazon", "financial_events",
+                           [shipment_event_record(order)])
     deliveries.add(last_day.isoformat(), "amazon", "settlements", settlement_rows(rng, start, days, orders))
 
 
@@ -1567,6 +1572,38 @@ def settlement_charges(order: AmazonOrder, line: AmazonLine) -> list[tuple[str, 
     if order.channel == "AFN":
         charges.append(("item-related-fee-type", "FBAPerUnitFulfillmentFee", -line.listing.fba_fee * line.quantity))
     return charges
+
+
+# Where a Finances API shipment item lists each settlement amount type, and the charge type names
+# that differ between the two (the settlement's `Shipping` is the Finances API's `ShippingCharge`).
+FINANCES_ITEM_LISTS = {"price-type": ("ItemChargeList", "ChargeType", "ChargeAmount"),
+                       "item-related-fee-type": ("ItemFeeList", "FeeType", "FeeAmount"),
+                       "promotion-type": ("PromotionList", "PromotionType", "PromotionAmount")}
+FINANCES_CHARGE_TYPES = {"Shipping": "ShippingCharge"}
+
+
+def shipment_event_record(order: AmazonOrder) -> dict:
+    """Build the Finances API shipment event that posts the same amounts as the order's settlement rows."""
+    items = []
+    for line in order.lines:
+        item: dict = {"SellerSKU": line.listing.variant.sku, "OrderItemId": line.order_item_id,
+                      "QuantityShipped": line.quantity, "ItemChargeList": [], "ItemFeeList": [], "PromotionList": []}
+        for type_column, charge_type, amount in settlement_charges(order, line):
+            money = {"CurrencyCode": AMAZON_CURRENCY,
+                     "CurrencyAmount": float(decimal_text(amount, AMAZON_CURRENCY))}
+            if charge_type.startswith("MarketplaceFacilitatorTax"):
+                # The Finances API lists facilitator tax as withheld tax, not as a fee.
+                item.setdefault("ItemTaxWithheldList", []).append({
+                    "TaxCollectionModel": "MarketplaceFacilitator",
+                    "TaxesWithheld": [{"ChargeType": charge_type, "ChargeAmount": money}]})
+                continue
+            list_name, type_field, amount_field = FINANCES_ITEM_LISTS[type_column]
+            item[list_name].append({type_field: FINANCES_CHARGE_TYPES.get(charge_type, charge_type),
+                                    amount_field: money})
+        items.append(item)
+    return {"AmazonOrderId": order.order_id, "SellerOrderId": order.record.get("SellerOrderId"),
+            "MarketplaceName": "Amazon.com", "PostedDate": order.shipped_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "ShipmentItemList": items}
 
 
 def settlement_row(settlement_id: str, shipment_id: str, order: AmazonOrder, line: AmazonLine, type_column: str,
@@ -1884,6 +1921,11 @@ def amazon_files(day: str, stream: str, records: list) -> list[tuple[str, bytes]
                 for number, payload in enumerate(records, 1)]
     if stream == "inventory":
         return [(f"GET_AFN_INVENTORY_DATA-{day}.txt", tab_separated_bytes(FBA_INVENTORY_HEADER, records))]
+    if stream == "financial_events":
+        chunks = pages(records, AMAZON_ORDERS_PAGE_SIZE)
+        return [(f"finances-listFinancialEvents-{number}.json",
+                 json_bytes({"payload": {"FinancialEvents": {"ShipmentEventList": page, "RefundEventList": []}}}))
+                for number, page in enumerate(chunks, 1)]
     return [("GET_V2_SETTLEMENT_REPORT_DATA_FLAT_FILE-1.txt", tab_separated_bytes(SETTLEMENT_HEADER, records))]
 
 

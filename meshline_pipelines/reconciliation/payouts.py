@@ -7,9 +7,10 @@ A difference is a `reconciliation_mismatch` exception on the payout. A captured 
 balance transaction is in no payout after `MESHLINE_PAYOUT_LAG_DAYS` is one on the payment.
 
 Each Amazon settlement is also compared with the orders it pays: the principal of each order's rows
-against the order's stored line totals, and refunded principal against the order's stored refunds.
-A difference is a `reconciliation_mismatch` on the order, and an order the ledger does not hold is an
-`unmapped_reference`. Item fees are summed per settlement for the summary only.
+against the order's stored line totals, what its refund rows give back against the order's stored
+refunds, and its item fees against the fees of the order's stored shipment events. A difference is
+a `reconciliation_mismatch` on the order, and an order the ledger does not hold is an
+`unmapped_reference`.
 
 Stripe balance transactions name their payout only when they were listed per payout (`?payout=`):
 by the live client, or in a file named `balance_transactions-po_<id>.json`. Other files of
@@ -368,7 +369,7 @@ def reconcile_payouts(ledger: Ledger, routing: Routing, *, now: datetime | None 
     settlement = amazon_settlement_rows(ledger, lines, payouts)
     settlement_orders = compare_settlement_orders(
         settlement.rows, ledger.read_table("orders", system="amazon"),
-        ledger.read_table("order_lines", system="amazon"), ledger.read_table("refunds", system="amazon"))
+        ledger.read_table("order_lines", system="amazon"), ledger.read_table("refunds", system="amazon"), lines)
 
     found = [_payout_exception(result, routing) for result in results if result.status == MISMATCHED]
     found += [_not_paid_out_exception(payment, routing, lag) for payment in not_paid_out]
