@@ -7,6 +7,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from meshline_pipelines.clients import SettingError
 from meshline_pipelines.delivery.base import DELIVERED, REJECTED, RETRY, OutboundRecord
 from meshline_pipelines.hubspot import api
 from meshline_pipelines.hubspot.api import HubSpotClient, SearchLimitError
@@ -295,6 +296,123 @@ def test_contacts_land_as_customers(tmp_path):
     assert json.loads(ana["extra"]) == {"archived": False, "properties": {"hs_lead_status": "NEW"}}
     assert pd.isna(customers.iloc[1]["first_name"])
     ledger.dispose()
+
+
+@pytest.fixture
+def sqlite_ledger(tmp_path):
+    ledger = Ledger.connect("sqlite:///" + str(tmp_path / "l.db"))
+    yield ledger
+    ledger.dispose()
+
+
+def _land(ledger: Ledger, contacts: list[dict], **options):
+    """Read `contacts` through the search double into the ledger, and return the run."""
+    double = HubSpotDouble()
+    double.contacts = contacts
+    return run_stream(STREAMS[0], client(double), ledger, load_routing(), partition_key="2026-11-02", run_id="test",
+                      **options)
+
+
+def test_search_requests_consent_and_lifetime_value():
+    double = HubSpotDouble()
+
+    list(client(double).fetch("contacts", DAY))
+
+    properties = double.bodies(api.SEARCH_PATH)[0]["properties"]
+    assert "hs_email_optout" in properties
+    assert "total_revenue" in properties
+
+
+def test_search_requests_configured_lifetime_property(monkeypatch):
+    monkeypatch.setenv("HUBSPOT_LIFETIME_VALUE_PROPERTY", "lifetime_value_usd")
+    double = HubSpotDouble()
+
+    list(client(double).fetch("contacts", DAY))
+
+    properties = double.bodies(api.SEARCH_PATH)[0]["properties"]
+    assert properties[-1] == "lifetime_value_usd"
+    assert "total_revenue" not in properties
+
+
+def test_invalid_lifetime_property_setting_raises(monkeypatch):
+    monkeypatch.setenv("HUBSPOT_LIFETIME_VALUE_PROPERTY", "Total Revenue")
+
+    with pytest.raises(SettingError, match="HUBSPOT_LIFETIME_VALUE_PROPERTY='Total Revenue' is not a property's"):
+        list(client(HubSpotDouble()).fetch("contacts", DAY))
+
+
+def test_consent_and_lifetime_value_map(sqlite_ledger, monkeypatch):
+    monkeypatch.setenv("HUBSPOT_CURRENCY", " usd ")
+    hour = NOV_2 + timedelta(hours=1)
+    run = _land(sqlite_ledger, [
+        contact(101, hour, hs_email_optout="true", total_revenue="98.00", hs_lead_status="NEW"),
+        contact(102, hour + timedelta(minutes=1), hs_email_optout="false", total_revenue="1250"),
+        contact(103, hour + timedelta(minutes=2), hs_email_optout=None, total_revenue=None),
+        contact(104, hour + timedelta(minutes=3), hs_email_optout="", total_revenue=""),
+    ])
+
+    assert run.failed_records == 0
+    customers = sqlite_ledger.read_table("customers", system="hubspot").set_index("source_id")
+    assert customers.loc["101", "email_marketing_state"] == "unsubscribed"
+    assert customers.loc["102", "email_marketing_state"] == "not_opted_out"
+    assert pd.isna(customers.loc["103", "email_marketing_state"])
+    assert pd.isna(customers.loc["104", "email_marketing_state"])
+    assert customers.loc["101", "total_spent_amount"] == 9800
+    assert customers.loc["102", "total_spent_amount"] == 125000
+    assert customers.loc["101", "total_spent_currency"] == "USD"
+    assert pd.isna(customers.loc["103", "total_spent_amount"])
+    assert pd.isna(customers.loc["104", "total_spent_amount"])
+    assert pd.isna(customers.loc["104", "total_spent_currency"])
+    assert json.loads(customers.loc["101", "extra"]) == {"archived": False, "properties": {"hs_lead_status": "NEW"}}
+
+
+def test_lifetime_value_unmapped_without_currency(sqlite_ledger, monkeypatch):
+    monkeypatch.delenv("HUBSPOT_CURRENCY", raising=False)
+    run = _land(sqlite_ledger, [contact(101, NOV_2 + timedelta(hours=1), hs_email_optout="false",
+                                        total_revenue="98.00")])
+
+    assert run.failed_records == 0
+    customer = sqlite_ledger.read_table("customers", system="hubspot").iloc[0]
+    assert pd.isna(customer["total_spent_amount"])
+    assert pd.isna(customer["total_spent_currency"])
+    assert customer["email_marketing_state"] == "not_opted_out"
+    assert json.loads(customer["extra"]) == {"archived": False, "properties": {"total_revenue": "98.00"}}
+
+
+def test_invalid_lifetime_value_and_consent_become_issues(sqlite_ledger, monkeypatch):
+    monkeypatch.setenv("HUBSPOT_CURRENCY", "USD")
+    hour = NOV_2 + timedelta(hours=1)
+    run = _land(sqlite_ledger, [
+        contact(101, hour, total_revenue="98.005"),
+        contact(102, hour + timedelta(minutes=1), total_revenue="n/a"),
+        contact(103, hour + timedelta(minutes=2), hs_email_optout="yes"),
+        contact(104, hour + timedelta(minutes=3), total_revenue="98.00"),
+    ], max_failure_rate=1.0)
+
+    assert run.failed_records == 3
+    assert not run.quarantined
+    assert sqlite_ledger.read_table("customers", system="hubspot")["source_id"].tolist() == ["104"]
+    found = sqlite_ledger.read_exceptions().set_index("record_id")
+    assert found.loc["101", "rule"] == "customers.total_spent_amount:money"
+    assert found.loc["101", "field"] == "properties.total_revenue"
+    assert found.loc["101", "value"] == "98.005"
+    assert "amount '98.005' has more decimals than USD allows (2)" in found.loc["101", "reason"]
+    assert found.loc["102", "rule"] == "customers.total_spent_amount:money"
+    assert "invalid amount 'n/a': expected a decimal number such as 12.50" in found.loc["102", "reason"]
+    assert found.loc["103", "rule"] == "customers.email_marketing_state:type"
+    assert found.loc["103", "field"] == "properties.hs_email_optout"
+    assert "properties.hs_email_optout: expected true or false" in found.loc["103", "reason"]
+
+
+def test_unknown_currency_setting_raises(sqlite_ledger, monkeypatch):
+    monkeypatch.setenv("HUBSPOT_CURRENCY", "DOLLARS")
+
+    with pytest.raises(SettingError) as failure:
+        _land(sqlite_ledger, [contact(101, NOV_2 + timedelta(hours=1), total_revenue="98.00")])
+
+    assert str(failure.value) == (
+        "HUBSPOT_CURRENCY='DOLLARS' is not an ISO 4217 currency code with a minor unit: set it to the company "
+        "currency of the HubSpot account, such as USD, or unset it to leave the lifetime value unmapped")
 
 
 # --- Writing contacts ----------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import httpx
 from pydantic import Field, PrivateAttr
 
 from meshline_pipelines.delivery.base import DELIVERED, REJECTED, RETRY, DeliveryResult, OutboundRecord, TargetClient
+from meshline_pipelines.hubspot.normalize import DEFAULT_LIFETIME_VALUE_PROPERTY, lifetime_value_property
 from meshline_pipelines.sources.base import SourceBatch
 from meshline_pipelines.sources.http import (
     ApiAuthError, ApiError, ApiRequestError, ApiResponseError, ApiUnavailable, Throttle,
@@ -43,7 +44,9 @@ log = logging.getLogger(__name__)
 
 SEARCH_PATH = "/crm/v3/objects/contacts/search"
 UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
-CONTACT_PROPERTIES = ("email", "firstname", "lastname", "phone", "createdate", "lastmodifieddate", "hs_object_id")
+# The properties a search requests. HUBSPOT_LIFETIME_VALUE_PROPERTY replaces total_revenue when it is set.
+CONTACT_PROPERTIES = ("email", "firstname", "lastname", "phone", "createdate", "lastmodifieddate", "hs_object_id",
+                      "hs_email_optout", DEFAULT_LIFETIME_VALUE_PROPERTY)
 SEARCH_RESULTS_MAX = 10_000  # results one search query can return, however it is paged
 UPSERT_INPUTS_MAX = 100  # inputs one batch upsert request accepts
 DEFAULT_RATE_WINDOW_SECONDS = 10.0  # HubSpot's rolling window, until a response states its own
@@ -77,6 +80,12 @@ def email_key(email: Any) -> str | None:
     if not isinstance(email, str) or not email.strip():
         return None
     return email.strip().lower()
+
+
+def search_properties() -> list[str]:
+    """Return CONTACT_PROPERTIES with the configured lifetime value property in place of total_revenue."""
+    lifetime = lifetime_value_property()
+    return [lifetime if name == DEFAULT_LIFETIME_VALUE_PROPERTY else name for name in CONTACT_PROPERTIES]
 
 
 def _header_number(response: httpx.Response, name: str) -> int | None:
@@ -237,9 +246,11 @@ class HubSpotClient(TargetClient):
         return moment
 
     def pages(self, stream: str, window: Window) -> Iterator[SourceBatch]:
-        yield from self._search_range(epoch_milliseconds_floor(window.since), epoch_milliseconds_ceil(window.until))
+        properties = search_properties()
+        yield from self._search_range(epoch_milliseconds_floor(window.since), epoch_milliseconds_ceil(window.until),
+                                      properties)
 
-    def _search_range(self, since: int, until: int) -> Iterator[SourceBatch]:
+    def _search_range(self, since: int, until: int, properties: list[str]) -> Iterator[SourceBatch]:
         """Yield the contacts whose `lastmodifieddate` is in [since, until) milliseconds, one batch per page.
 
         A range that contains more contacts than one query can return is split in halves first.
@@ -253,7 +264,7 @@ class HubSpotClient(TargetClient):
                 {"propertyName": "lastmodifieddate", "operator": "LT", "value": str(until)},
             ]}],
             "sorts": [{"propertyName": "lastmodifieddate", "direction": "ASCENDING"}],
-            "properties": list(CONTACT_PROPERTIES),
+            "properties": properties,
             "limit": self.page_size,
         }
         start, end = iso_utc(from_epoch_milliseconds(since)), iso_utc(from_epoch_milliseconds(until))
@@ -264,7 +275,7 @@ class HubSpotClient(TargetClient):
             response = self._search(query)
             contacts, total, after = self._search_page(response, query.get("after"))
             if page == 1 and total > SEARCH_RESULTS_MAX:
-                yield from self._split(since, until, total)
+                yield from self._split(since, until, total, properties)
                 return
             yield SourceBatch(origin=f"POST {SEARCH_PATH} {label} page {page}", records=contacts,
                               fetched_at=datetime.now(timezone.utc))
@@ -272,7 +283,7 @@ class HubSpotClient(TargetClient):
                 return
             query = {**query, "after": after}
 
-    def _split(self, since: int, until: int, total: int) -> Iterator[SourceBatch]:
+    def _split(self, since: int, until: int, total: int, properties: list[str]) -> Iterator[SourceBatch]:
         if until - since <= 1:
             raise SearchLimitError(
                 system=self.system, account=self.account, method="POST", endpoint=SEARCH_PATH,
@@ -284,8 +295,8 @@ class HubSpotClient(TargetClient):
         log.info("hubspot portal %s: %d contacts modified from %s to %s, above the search maximum of %d; "
                  "reading the range in two halves", self.account, total, iso_utc(from_epoch_milliseconds(since)),
                  iso_utc(from_epoch_milliseconds(until)), SEARCH_RESULTS_MAX)
-        yield from self._search_range(since, middle)
-        yield from self._search_range(middle, until)
+        yield from self._search_range(since, middle, properties)
+        yield from self._search_range(middle, until, properties)
 
     def _search(self, query: dict[str, Any]) -> httpx.Response:
         session = self.session()
