@@ -179,6 +179,14 @@ def stock_comparison(levels: pd.DataFrame, variants: pd.DataFrame, rule: FieldRu
     return compared.reset_index(drop=True)
 
 
+STOCK_RULE = "inventory_levels.available:differs_from_source_of_truth"
+
+
+def stock_record_id(sku: str, location: str) -> str:
+    """Name a stock record in exceptions: the SKU, and its location when stock is compared per location."""
+    return f"sku:{sku}" if location == "all" else f"sku:{sku}@{location}"
+
+
 def stock_disagreements(levels: pd.DataFrame, variants: pd.DataFrame, rule: FieldRule, routing: Routing, *,
                         tolerance: int = 0, now=None) -> list[dict]:
     """Stock that differs from a fresher authoritative total by more than `tolerance` units."""
@@ -191,9 +199,8 @@ def stock_disagreements(levels: pd.DataFrame, variants: pd.DataFrame, rule: Fiel
         age_text = f", updated {age.days} days {age.seconds // 3600} hours ago" if age is not None else ""
         found.append(exception_row(
             routing, "reconciliation_mismatch", system=row.system, account=row.account, entity="inventory_levels",
-            record_id=f"sku:{row.sku}" if row.location == "all" else f"sku:{row.sku}@{row.location}",
-            partition_key=row.partition_key,
-            rule="inventory_levels.available:differs_from_source_of_truth", field="available", value=row.available,
+            record_id=stock_record_id(row.sku, row.location), partition_key=row.partition_key,
+            rule=STOCK_RULE, field="available", value=row.available,
             reason=f"{row.system.capitalize()} shows {int(row.available)} available for SKU {row.sku}"
                    f"{'' if row.location == 'all' else ' at ' + row.location}, while "
                    f"{rule.system.capitalize()}, the source of truth for stock, shows {int(row.authoritative)}"

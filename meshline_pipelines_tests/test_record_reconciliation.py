@@ -13,7 +13,7 @@ from meshline_pipelines.ledger.store import utc_now
 from meshline_pipelines.ledger.tables import CANONICAL_TABLES
 from meshline_pipelines.queue import read_transitions
 from meshline_pipelines.reconciliation.records import (
-    customer_reconciliation, inventory_reconciliation, reconcile_customers,
+    customer_reconciliation, inventory_reconciliation, reconcile_customers, reconcile_inventory,
 )
 from meshline_pipelines.resources import LedgerResource, RoutingResource
 from meshline_pipelines_tests.conftest import drop_file
@@ -46,6 +46,26 @@ def test_stock_drift_beyond_tolerance_fails_the_check(ledger_url, ledger, routin
     assert "shows 2 available for SKU IPOD2008RED, while Netsuite, the source of truth for stock, shows 7" in (
         mismatch["reason"])
     assert "(drift -5, tolerance 1)" in mismatch["reason"]
+
+
+def test_corrected_stock_closes_its_mismatch(ledger, routing, import_dir):
+    _shopify_stock(ledger, routing, import_dir)  # Shopify: RED 2
+    _netsuite_level(ledger, "IPOD2008RED", 7, datetime(2026, 11, 30, tzinfo=timezone.utc))
+    first = reconcile_inventory(ledger, routing)
+    # NetSuite's count is corrected to what Shopify shows, later than before.
+    with ledger.engine.begin() as connection:
+        table = CANONICAL_TABLES["inventory_levels"]
+        connection.execute(table.update().where(table.c.source_id == "IPOD2008RED@1")
+                           .values(available=2, updated_at=datetime(2026, 12, 1, tzinfo=timezone.utc)))
+
+    second = reconcile_inventory(ledger, routing)
+
+    assert (first["mismatched"], second["mismatched"]) == (1, 0)
+    mismatch = ledger.read_exceptions().iloc[0]
+    assert mismatch["status"] == "closed"
+    assert second["closed"] == [int(mismatch["id"])]
+    transitions = read_transitions(ledger, int(mismatch["id"]))
+    assert transitions.iloc[-1]["reason"] == "the stock now matches the source of truth within the tolerance"
 
 
 def _hubspot_contact(ledger, source_id: str, **values) -> None:

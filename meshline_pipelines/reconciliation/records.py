@@ -5,7 +5,7 @@ of `config/source_of_truth.yaml`), with `MESHLINE_STOCK_TOLERANCE` units of tole
 each CRM contact linked in the identity map to a storefront customer, field by field (email,
 names, phone, marketing consent, lifetime value) against the storefront, the source of truth for
 customers. A difference is a `reconciliation_mismatch` exception naming the record, the systems
-and both values. A customer exception whose field matches on a later run is closed. The asset's
+and both values. A mismatch whose record matches on a later run is closed. The asset's
 check fails (ERROR) when the share of mismatched records passes the configured maximum, and
 warns below it.
 """
@@ -23,7 +23,9 @@ from meshline_pipelines.money import format_minor
 from meshline_pipelines.queue import ACTIVE, TransitionError, transition
 from meshline_pipelines.record_issues import exception_row
 from meshline_pipelines.routing import Routing
-from meshline_pipelines.source_of_truth import load_rules, stock_comparison, stock_disagreements, stock_tolerance
+from meshline_pipelines.source_of_truth import (
+    STOCK_RULE, load_rules, stock_comparison, stock_disagreements, stock_record_id, stock_tolerance,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,12 @@ def reconcile_inventory(ledger: Ledger, routing: Routing, *, now=None) -> dict:
     if found:
         ledger.open_exceptions(pd.DataFrame(found), run_id=None)
     checked = pd.concat(compared, ignore_index=True) if compared else pd.DataFrame()
-    return {"checked": len(checked), "mismatched": len(found), "tolerance": tolerance,
+    # Only stock compared with a fresher authoritative total can be said to match it now.
+    settled = {(row.system, row.account, "inventory_levels", stock_record_id(row.sku, row.location), STOCK_RULE)
+               for row in checked.itertuples() if row.authority_fresher} if len(checked) else set()
+    closed = close_resolved(ledger, found, settled,
+                            resolved="the stock now matches the source of truth within the tolerance")
+    return {"checked": len(checked), "mismatched": len(found), "tolerance": tolerance, "closed": closed,
             "largest_drift": int(checked["drift"].abs().max()) if len(checked) else 0,
             "by_system": {system: int(count) for system, count in
                           pd.Series([row["system"] for row in found], dtype="string").value_counts().items()}}
@@ -142,7 +149,8 @@ def _amount(row: pd.Series) -> tuple[int, str] | None:
     return int(amount), currency.upper()
 
 
-def close_resolved(ledger: Ledger, found: list[dict], compared: set[tuple[str, str, str, str, str]]) -> list[int]:
+def close_resolved(ledger: Ledger, found: list[dict], compared: set[tuple[str, str, str, str, str]], *,
+                   resolved: str | None = None) -> list[int]:
     """Close the active mismatches of (system, account, entity, record ID, rule) compared this run but not found.
 
     Such a difference is gone, or has changed and was opened again under a new fingerprint.
@@ -160,7 +168,7 @@ def close_resolved(ledger: Ledger, found: list[dict], compared: set[tuple[str, s
         if key not in compared:
             continue
         reason = ("replaced by an exception with the current difference" if key in still_differs
-                  else f"the {row.field} now matches the source of truth")
+                  else resolved or f"the {row.field} now matches the source of truth")
         try:
             transition(ledger, int(row.id), "close", actor="meshline", reason=reason)
         except TransitionError as exc:
