@@ -2,6 +2,9 @@
 
 import json
 import os
+import shutil
+import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -9,8 +12,10 @@ from pathlib import Path
 import pandas as pd
 import typer
 from dotenv import load_dotenv
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from meshline_pipelines import settings
 from meshline_pipelines.canonical.schemas import CANONICAL_MODELS, model_columns
@@ -18,6 +23,7 @@ from meshline_pipelines.demo import read_manifest
 from meshline_pipelines.generator.findings import planted_and_found
 from meshline_pipelines.money import format_minor
 from meshline_pipelines.queue import ACTIVE as ACTIVE_STATUSES
+from meshline_pipelines.queue import REASON_REQUIRED
 from meshline_pipelines.queue import STATUSES as QUEUE_STATUSES
 from meshline_pipelines.routing import EXCEPTION_KINDS
 from meshline_pipelines.webhooks.inbox import STATUSES as INBOX_STATUSES
@@ -37,10 +43,20 @@ outbox_app = typer.Typer(help="The outbox: what MeshLine delivers, or would deli
 app.add_typer(outbox_app, name="outbox")
 
 
+# Piped output has no terminal width to fit: tables get this width unless COLUMNS is set.
+PIPED_WIDTH = 200
+
+
+def _output_width() -> int:
+    """Return the width tables fit: COLUMNS when set, else the terminal's, else PIPED_WIDTH."""
+    if os.environ.get("COLUMNS", "").strip().isdigit() or sys.stdout.isatty():
+        return shutil.get_terminal_size(fallback=(80, 24)).columns
+    return PIPED_WIDTH
+
+
 console = Console()
 if not console.is_terminal:
-    # Piped output has no width to fit; keep table rows on one line instead of 80 columns.
-    console = Console(width=200)
+    console = Console(width=_output_width())
 
 
 @app.callback()
@@ -63,8 +79,13 @@ TABLE_COLUMNS = {
     "product_variants": ["product_id", "sku", "product_title", "variant_title"],
     "shipments": ["order_key", "order_number", "carrier", "tracking_number", "ship_date"],
 }
-EXCEPTION_COLUMNS = ["id", "kind", "system", "account", "entity", "record_id", "partition_key", "owner",
-                     "decision_owner", "status", "due_at", "reason"]
+# Columns of the exception list with one line per exception. On a narrow terminal each exception takes
+# two lines: the first names the exception and its record, the second gives status, owner, due time and reason.
+EXCEPTION_ONE_LINE = ["id", "status", "kind", "system", "account", "record_id", "owner", "due_at", "reason"]
+EXCEPTION_LINE = ["id", "kind", "system", "account", "record_id"]
+EXCEPTION_DETAIL = ["status", "owner", "due_at", "reason"]
+# Minimum width of the reason in the one-line layout. Below it, each exception takes two lines.
+REASON_WIDTH = 30
 SYSTEMS = ["shopify", "amazon", "stripe"]
 
 
@@ -126,13 +147,85 @@ def _check_system(system: str | None) -> None:
         raise typer.Exit(2)
 
 
-def _print_table(title: str, rows: list[dict], columns: list[str]) -> None:
-    table = Table(title=title, show_lines=False)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*["" if row.get(column) is None else str(row[column]) for column in columns])
-    console.print(table)
+@dataclass(frozen=True)
+class Column:
+    """A table column and how it gives way when the table is wider than the output.
+
+    shrink: whether values may end in an ellipsis, down to SHRUNK_WIDTH. Identifiers set it to False.
+    hide: above 0, the column is hidden when the table does not fit even shortened, highest first.
+    wrap: whether long values wrap at word boundaries instead, for tables of one value per row.
+    """
+
+    key: str
+    shrink: bool = True
+    hide: int = 0
+    wrap: bool = False
+
+
+SHRUNK_WIDTH = 8
+GAP = "  "
+# Tables of one measure per row: the labels stay whole and a long value wraps within its row.
+MEASURE_COLUMNS = [Column("measure", shrink=False), Column("value", wrap=True)]
+# Rich's default box: a border on the left, then per column one space each side and a border.
+TABLE_FRAME, COLUMN_FRAME = 1, 3
+# Whitespace that would break a value over lines becomes a plain space in tables.
+_ONE_LINE = str.maketrans({"\n": " ", "\r": " ", "\t": " ", "\v": " ", "\f": " "})
+
+
+def _cell(value) -> str:
+    return "" if value is None else str(value).translate(_ONE_LINE)
+
+
+def _short_time(value) -> str | None:
+    """Return a time as `YYYY-MM-DD HH:MM:SS` in its own zone (UTC in the ledger), short enough for a table."""
+    return None if value is None or pd.isna(value) else pd.Timestamp(value).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _fit_widths(natural: list[int], floors: list[int], room: int) -> list[int]:
+    """Shorten the widest columns first, each down to its floor, until the widths add up to room."""
+    widths = list(natural)
+    excess = sum(widths) - room
+    while excess > 0:
+        shrinkable = [index for index, width in enumerate(widths) if width > floors[index]]
+        if not shrinkable:
+            break
+        widest = max(shrinkable, key=lambda index: widths[index])
+        widths[widest] -= 1
+        excess -= 1
+    return widths
+
+
+def _print_table(title: str, rows: list[dict], columns: list) -> None:
+    """Print rows as a table that fits the output width, one line per row unless a column wraps.
+
+    Values too long for their column end in an ellipsis. When even shortened columns do not fit,
+    columns are hidden (those marked `hide` first, then from the right) and a caption names them.
+    """
+    specs = [column if isinstance(column, Column) else Column(column) for column in columns]
+    cells = {spec.key: [_cell(row.get(spec.key)) for row in rows] for spec in specs}
+    natural = {spec.key: max([cell_len(spec.key), *map(cell_len, cells[spec.key])]) for spec in specs}
+    floors = {spec.key: min(natural[spec.key], SHRUNK_WIDTH) if spec.shrink or spec.wrap else natural[spec.key]
+              for spec in specs}
+    width = _output_width()
+    shown, hidden = list(specs), []
+    while len(shown) > 1 and sum(floors[spec.key] for spec in shown) + TABLE_FRAME + COLUMN_FRAME * len(shown) > width:
+        marked = [spec for spec in shown if spec.hide]
+        dropped = max(marked, key=lambda spec: spec.hide) if marked else shown[-1]
+        shown.remove(dropped)
+        hidden.append(dropped.key)
+    widths = _fit_widths([natural[spec.key] for spec in shown], [floors[spec.key] for spec in shown],
+                         width - TABLE_FRAME - COLUMN_FRAME * len(shown))
+    caption = f"hidden to fit {width} columns: {', '.join(hidden)}" if hidden else None
+    table = Table(title=title, caption=caption, show_lines=False)
+    for spec, column_width in zip(shown, widths):
+        if spec.wrap:
+            table.add_column(spec.key, width=column_width, overflow="fold")
+        else:
+            table.add_column(spec.key, width=column_width, no_wrap=True, overflow="ellipsis")
+    for index in range(len(rows)):
+        # Text, not str: a value such as "[red]" is shown as written, not read as rich markup.
+        table.add_row(*[Text(cells[spec.key][index]) for spec in shown])
+    console.print(table, width=width)
 
 
 def _print_summary(ledger, runs) -> None:
@@ -185,7 +278,7 @@ def _print_planted_and_found(ledger, manifest: dict) -> None:
         for row in report.to_dict(orient="records")
     ]
     _print_table(f"Cases planted in the generated week {manifest['start']} (+{manifest['days'] - 1} days)",
-                 rows, ["kind", "planted", "found", "how"])
+                 rows, [Column("kind", shrink=False), "planted", "found", "how"])
 
 
 def _run(partitions: list[str] | None) -> None:
@@ -279,7 +372,7 @@ def _print_extraction(extraction) -> None:
         {"measure": "watermark after", "value": cursor(extraction.watermark_after)},
     ]
     stream = extraction.stream
-    _print_table(f"{stream.system}/{stream.name} for {extraction.account}", rows, ["measure", "value"])
+    _print_table(f"{stream.system}/{stream.name} for {extraction.account}", rows, MEASURE_COLUMNS)
 
 
 @app.command()
@@ -363,7 +456,10 @@ def records(
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     shown = f"{len(rows)} of {total}" if len(rows) < total else str(total)
-    _print_table(f"{entity} ({shown})", rows, ["system", "account", "source_id", *TABLE_COLUMNS[entity]])
+    # On a narrow terminal the account is hidden first, then the times. The source ID is never shortened.
+    columns = [Column(column, hide=1) if column.endswith("_at") else column for column in TABLE_COLUMNS[entity]]
+    _print_table(f"{entity} ({shown})", rows, ["system", Column("account", hide=2), Column("source_id", shrink=False),
+                                              *columns])
 
 
 @exceptions_app.command("list")
@@ -398,13 +494,111 @@ def list_exceptions(
             row["details"] = json.loads(row["details"]) if row["details"] else None
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
         return
-    frame["due_at"] = frame["due_at"].dt.strftime("%Y-%m-%d %H:%M UTC")
-    rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
-    _print_table(f"exceptions ({len(rows)})", rows, EXCEPTION_COLUMNS)
+    now = pd.Timestamp.now(tz="UTC")
+    rows = [{**{key: _cell(row[key]) for key in EXCEPTION_LINE + EXCEPTION_DETAIL},
+             "due_at": _due_label(row["due_at"], row["status"], now)}
+            for row in frame.astype(object).where(frame.notna(), None).to_dict(orient="records")]
+    _print_exceptions(f"exceptions ({len(rows)}), soonest due first; times in UTC", rows)
+
+
+def _age(delta: pd.Timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    if minutes < 48 * 60:
+        return f"{minutes // 60}h"
+    return f"{minutes // (24 * 60)}d"
+
+
+def _due_label(due_at, status: str, now: pd.Timestamp) -> str:
+    """Return the due time, or how long ago it passed for an exception that is still active."""
+    if due_at is None or pd.isna(due_at):
+        return ""
+    if status in ACTIVE_STATUSES and due_at < now:
+        return f"overdue {_age(now - due_at)}"
+    return due_at.strftime("%Y-%m-%d %H:%M")
+
+
+def _aligned(cells: list[Text], widths: list[int], indent: int = 0) -> Text:
+    """Join cells into one line of columns; a cell longer than its width ends in an ellipsis."""
+    for cell, width in zip(cells, widths):
+        cell.truncate(width, overflow="ellipsis", pad=True)
+    line = Text(" " * indent) + Text(GAP).join(cells)
+    line.rstrip()
+    return line
+
+
+def _print_exceptions(title: str, rows: list[dict]) -> None:
+    """Print the exception list so that no line is wider than the output.
+
+    One line per exception when every column fits with REASON_WIDTH left for the reason, the
+    account being the first to go. Otherwise two lines: the exception and its record, then, indented,
+    its status, owner, due time and reason. Identifiers shorten last; the reason takes what width is left.
+    """
+    width = _output_width()
+    heading = Text(title)
+    heading.truncate(width, overflow="ellipsis")
+    console.print(heading, soft_wrap=True)
+    if not rows:
+        console.print("No exceptions.")
+        return
+    natural = {key: max([cell_len(key), *(cell_len(row[key]) for row in rows)])
+               for key in EXCEPTION_LINE + EXCEPTION_DETAIL}
+    # The reason, owner, account and kind may be shortened. The record ID is shortened only when that is not enough.
+    floors = {key: min(natural[key], SHRUNK_WIDTH) if key in ("kind", "account", "owner", "reason")
+              else natural[key] for key in natural}
+    last_resort = {**floors, "record_id": min(natural["record_id"], SHRUNK_WIDTH)}
+
+    def span(keys: list[str]) -> int:
+        return sum(natural[key] for key in keys) + len(GAP) * len(keys)
+
+    everything = EXCEPTION_ONE_LINE[:-1]
+    without_account = [key for key in everything if key != "account"]
+    if span(everything) + REASON_WIDTH <= width:
+        lines = [(everything + ["reason"], 0)]
+    elif span(without_account) + REASON_WIDTH <= width:
+        lines = [(without_account + ["reason"], 0)]
+    else:
+        first = EXCEPTION_LINE if span(EXCEPTION_LINE) - len(GAP) <= width else [
+            key for key in EXCEPTION_LINE if key != "account"]
+        lines = [(first, 0), (EXCEPTION_DETAIL, natural["id"] + len(GAP))]
+
+    layout = []
+    for keys, indent in lines:
+        room = width - indent - len(GAP) * (len(keys) - 1)
+        widths = _fit_widths([natural[key] for key in keys], [floors[key] for key in keys], room)
+        if sum(widths) > room:
+            widths = _fit_widths(widths, [last_resort[key] for key in keys], room)
+        layout.append((keys, indent, widths))
+    for keys, indent, widths in layout:
+        console.print(_aligned([Text(key, style="bold") for key in keys], widths, indent), soft_wrap=True)
+    rule = max(indent + sum(widths) + len(GAP) * (len(keys) - 1) for keys, indent, widths in layout)
+    console.print(Text("─" * min(rule, width)), soft_wrap=True)
+    for row in rows:
+        for keys, indent, widths in layout:
+            cells = [Text(row[key], style="red" if key == "due_at" and row[key].startswith("overdue") else "")
+                     for key in keys]
+            console.print(_aligned(cells, widths, indent), soft_wrap=True)
 
 
 ACTOR_OPTION = typer.Option(None, "--actor", help="Who decides; default: the operating-system user.")
-REASON_OPTION = typer.Option(None, "--reason", "-r", help="Why, recorded with the decision.")
+
+
+def _reason_option(action: str):
+    """Return the --reason option of a decision, with help that states whether the queue requires a reason."""
+    required = f"; required, because {REASON_REQUIRED[action]}" if action in REASON_REQUIRED else "; optional"
+    return typer.Option(None, "--reason", "-r", help=f"Why, recorded with the decision{required}.")
+
+
+def _checked_reason(action: str, exception_id: int, reason: str | None) -> str | None:
+    """Apply the queue's reason rule before anything changes. A missing required reason exits with code 2."""
+    from meshline_pipelines.queue import ReasonRequired, checked_reason
+
+    try:
+        return checked_reason(action, reason, exception_id)
+    except ReasonRequired as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
 
 
 def _decide(action, *arguments, **options) -> None:
@@ -463,20 +657,21 @@ def show_exception(
                                "transitions": history}, indent=2, ensure_ascii=False, default=str))
         return
     _print_table(f"exception {exception_id}", [{"field": key, "value": value} for key, value in record.items()],
-                 ["field", "value"])
+                 [Column("field", shrink=False), Column("value", wrap=True)])
     console.print(f"Allowed actions: {', '.join(allowed_actions(exception['status'])) or 'none (closed)'}")
-    _print_table("decisions", history, ["at", "action", "from_status", "to_status", "to_owner", "actor", "reason",
-                                        "run_id"])
+    _print_table("decisions", [{**step, "at": _short_time(step["at"])} for step in history],
+                 ["at", "action", "from_status", "to_status", "to_owner", "actor", "reason", Column("run_id", hide=1)])
 
 
 @exceptions_app.command("assign")
 def assign_exception(exception_id: int = typer.Argument(...),
                      owner: str = typer.Argument(..., help="The new owner: team:NAME or an email address."),
-                     actor: str = ACTOR_OPTION, reason: str = REASON_OPTION) -> None:
+                     actor: str = ACTOR_OPTION, reason: str = _reason_option("route")) -> None:
     """Route an exception to another owner."""
     from meshline_pipelines.queue import transition
     from meshline_pipelines.routing import RoutingError, validate_owner
 
+    reason = _checked_reason("route", exception_id, reason)
     try:
         validate_owner(owner)
     except RoutingError as exc:
@@ -487,10 +682,11 @@ def assign_exception(exception_id: int = typer.Argument(...),
 
 @exceptions_app.command("approve")
 def approve_exception(exception_id: int = typer.Argument(...), actor: str = ACTOR_OPTION,
-                      reason: str = REASON_OPTION) -> None:
+                      reason: str = _reason_option("approve")) -> None:
     """Release the record for delivery despite the problem."""
     from meshline_pipelines.queue import transition
 
+    reason = _checked_reason("approve", exception_id, reason)
     ledger = _ledger()
     _decide(transition, ledger, exception_id, "approve", actor=actor, reason=reason)
     _release_deliveries(ledger, exception_id)
@@ -498,29 +694,32 @@ def approve_exception(exception_id: int = typer.Argument(...), actor: str = ACTO
 
 @exceptions_app.command("reject")
 def reject_exception(exception_id: int = typer.Argument(...), actor: str = ACTOR_OPTION,
-                     reason: str = REASON_OPTION) -> None:
+                     reason: str = _reason_option("reject")) -> None:
     """Hold the record: it is not delivered until the exception is approved or fixed."""
     from meshline_pipelines.queue import transition
 
+    reason = _checked_reason("reject", exception_id, reason)
     _decide(transition, _ledger(), exception_id, "reject", actor=actor, reason=reason)
 
 
 @exceptions_app.command("escalate")
 def escalate_exception(exception_id: int = typer.Argument(...), actor: str = ACTOR_OPTION,
-                       reason: str = REASON_OPTION) -> None:
+                       reason: str = _reason_option("escalate")) -> None:
     """Pass the exception to its route's escalation target."""
     from meshline_pipelines.queue import escalate
     from meshline_pipelines.resources import RoutingResource
 
+    reason = _checked_reason("escalate", exception_id, reason)
     _decide(escalate, _ledger(), RoutingResource().load(), exception_id, actor=actor, reason=reason)
 
 
 @exceptions_app.command("close")
 def close_exception(exception_id: int = typer.Argument(...), actor: str = ACTOR_OPTION,
-                    reason: str = typer.Option(..., "--reason", "-r", help="Why it is closed; required.")) -> None:
+                    reason: str = _reason_option("close")) -> None:
     """Close an exception; it reopens if the problem is seen again."""
     from meshline_pipelines.queue import transition
 
+    reason = _checked_reason("close", exception_id, reason)
     ledger = _ledger()
     _decide(transition, ledger, exception_id, "close", actor=actor, reason=reason)
     _release_deliveries(ledger, exception_id)
@@ -533,6 +732,7 @@ def _rerun(exception_id: int, action: str, actor: str | None, reason: str | None
     from meshline_pipelines.queue import ExceptionNotFound, TransitionError
     from meshline_pipelines.replay import rerun_exception
 
+    reason = _checked_reason(action, exception_id, reason)
     _ensure_dagster_home()
     try:
         with dg.DagsterInstance.get() as instance:
@@ -550,14 +750,14 @@ def _rerun(exception_id: int, action: str, actor: str | None, reason: str | None
 
 @exceptions_app.command("retry")
 def retry_exception(exception_id: int = typer.Argument(...), actor: str = ACTOR_OPTION,
-                    reason: str = REASON_OPTION) -> None:
+                    reason: str = _reason_option("retry")) -> None:
     """Run the exception's partition again from the source, and close the exception if that fixed it."""
     _rerun(exception_id, "retry", actor, reason)
 
 
 @exceptions_app.command("replay")
 def replay_exception(exception_id: int = typer.Argument(...), actor: str = ACTOR_OPTION,
-                     reason: str = REASON_OPTION) -> None:
+                     reason: str = _reason_option("replay")) -> None:
     """Run the exception's partition again from its landed raw payloads, and close it if that fixed it."""
     _rerun(exception_id, "replay", actor, reason)
 
@@ -582,12 +782,14 @@ def trace(
     if output is OutputFormat.json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
         return
-    _print_table(f"{system} record {record_id}", rows, ["at", "step", "what", "run_id"])
+    _print_table(f"{system} record {record_id}", [{**row, "at": _short_time(row["at"])} for row in rows],
+                 [Column("at", shrink=False), "step", "what", Column("run_id", hide=1)])
 
 
 TARGETS = ["netsuite", "hubspot", "shipstation", "shopify"]
-OUTBOX_COLUMNS = ["id", "target", "entity", "record_key", "source_system", "source_id", "status", "attempts",
-                  "target_id", "updated_at"]
+# On a narrow terminal the time is hidden first, then the attempts and the target's ID.
+OUTBOX_COLUMNS = ["id", "target", "entity", "record_key", "source_system", Column("source_id", shrink=False), "status",
+                  Column("attempts", hide=2), Column("target_id", hide=1), Column("updated_at", hide=3)]
 
 
 @outbox_app.command("list")
@@ -644,7 +846,7 @@ def show_outbox(outbox_id: int = typer.Argument(..., help="The row's ID, from `m
 # Webhooks and the inbox
 
 WEBHOOK_SYSTEMS = ["shopify", "stripe"]
-INBOX_COLUMNS = ["id", "system", "account", "topic", "event_id", "status", "deliveries", "received_at"]
+INBOX_COLUMNS = ["id", "system", Column("account", hide=1), "topic", "event_id", "status", "deliveries", "received_at"]
 
 
 @webhooks_app.command("serve")
@@ -742,7 +944,7 @@ def review(
         typer.echo(json.dumps(measured.as_dict(), indent=2, ensure_ascii=False))
         return
     title = f"weekly review {measured.week} ({measured.start:%Y-%m-%d} to {measured.end:%Y-%m-%d} UTC, end excluded)"
-    _print_table(title, measured.summary_rows(), ["measure", "value"])
+    _print_table(title, measured.summary_rows(), MEASURE_COLUMNS)
 
 
 if __name__ == "__main__":

@@ -38,9 +38,23 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str | None]] = {
 ACTIONS = tuple(TRANSITIONS)
 NOTHING_ALLOWED = "none, it is closed (it reopens if the problem recurs)"
 
+# The reason rule: an action that accepts a risk or ends the work requires a reason, so that the
+# trail records why it was taken. Approve releases a record despite its problem, reject holds it back
+# and close ends the work. Routing, escalation and re-runs pass the work on or try again, so a
+# reason is optional for them. Each value describes what the action does, for the error message.
+REASON_REQUIRED = {
+    "approve": "it releases the record for delivery despite the problem",
+    "reject": "it holds the record back from delivery",
+    "close": "it ends the work on the exception",
+}
+
 
 class TransitionError(ValueError):
     """An action that the exception's current status does not allow; the message names both."""
+
+
+class ReasonRequired(ValueError):
+    """Error for a decision that requires a reason and has none. The message names the action and --reason."""
 
 
 class ExceptionNotFound(LookupError):
@@ -80,6 +94,24 @@ COMMANDS = {"route": "assign"}
 def allowed_actions(status: str) -> list[str]:
     """Return the commands the status allows, as `meshline exceptions` names them."""
     return [COMMANDS.get(action, action) for action, (sources, _) in TRANSITIONS.items() if status in sources]
+
+
+def checked_reason(action: str, reason: str | None, exception_id: int | None = None) -> str | None:
+    """Return the reason without surrounding blanks, or None if it is blank.
+
+    Raise ReasonRequired when the reason is blank and the action requires one. Every operator
+    decision passes through this check before `transition`, which stays open to MeshLine's own
+    steps and to library callers.
+    """
+    reason = (reason or "").strip() or None
+    if reason is None and action in REASON_REQUIRED:
+        command = COMMANDS.get(action, action)
+        target = exception_id if exception_id is not None else "ID"
+        raise ReasonRequired(
+            f"missing reason: {command} requires one because {REASON_REQUIRED[action]}. Nothing was changed. "
+            f"Pass it with --reason, for example:\n"
+            f'  meshline exceptions {command} {target} --reason "checked with the owner"')
+    return reason
 
 
 def transition(ledger: Ledger, exception_id: int, action: str, *, actor: str | None = None,

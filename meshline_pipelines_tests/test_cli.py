@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from meshline_pipelines.cli import app
+from meshline_pipelines.demo import stage_demo_week
 from meshline_pipelines.generator.findings import found_counts
 from meshline_pipelines.ledger import Ledger
 from meshline_pipelines.triggers import read_triggers
@@ -95,6 +96,65 @@ def test_exceptions_list_names_owner_and_fix(meshline_home):
     assert listed[0]["owner"] == "team:finance"
     assert listed[0]["partition_key"] == "2026-11-30"
     assert "charges.json is not valid JSON" in listed[0]["reason"]
+
+
+def _line_of(lines: list[str], exception_id: int) -> str:
+    return next(line for line in lines if line.startswith(f"{exception_id} "))
+
+
+def test_exceptions_table_fits_80_columns(meshline_home, monkeypatch):
+    stage_demo_week()
+    drop = meshline_home / "imports" / "2026-11-30" / "stripe"
+    drop.mkdir(parents=True)
+    (drop / "charges.json").write_text("[")
+    _invoke("run")
+    listed = json.loads(_invoke("exceptions", "list", "--format", "json"))
+
+    monkeypatch.setenv("COLUMNS", "80")
+    lines = _invoke("exceptions", "list").splitlines()
+
+    assert len(listed) >= 3
+    assert {"connector_failure", "reconciliation_mismatch"} <= {row["kind"] for row in listed}
+    assert max(len(line) for line in lines) <= 80
+    for exception in listed:
+        line = _line_of(lines, exception["id"])
+        assert exception["kind"] in line
+        assert exception["record_id"] in line
+        # The owner, due time and shortened reason are on the next line, which starts blank under the ID.
+        detail = lines[lines.index(line) + 1]
+        assert detail.startswith("    ")
+        assert exception["owner"] in detail
+        assert exception["reason"][:20] in detail
+        assert detail.endswith("…")
+    assert json.loads(_invoke("exceptions", "list", "--format", "json")) == listed
+
+
+def test_exceptions_table_wide_one_line(meshline_home, monkeypatch):
+    stage_demo_week()
+    _invoke("run")
+    listed = json.loads(_invoke("exceptions", "list", "--format", "json"))
+
+    monkeypatch.setenv("COLUMNS", "200")
+    lines = _invoke("exceptions", "list").splitlines()
+
+    assert max(len(line) for line in lines) <= 200
+    assert len(lines) == 3 + len(listed)  # title, header and rule, then one line per exception
+    for exception in listed:
+        line = _line_of(lines, exception["id"])
+        assert all(exception[key] in line for key in ("kind", "account", "record_id", "owner"))
+
+
+def test_other_tables_fit_80_columns(meshline_home, monkeypatch):
+    stage_demo_week()
+    _invoke("run")
+    monkeypatch.setenv("COLUMNS", "80")
+
+    for command in (["records", "orders"], ["outbox", "list"], ["inbox", "list"], ["trace", "shopify", "450789469"]):
+        output = _invoke(*command)
+        assert max(len(line) for line in output.splitlines()) <= 80, command
+    orders = _invoke("records", "orders")
+    assert "123-4567890-1234567" in orders  # identifiers keep their full width
+    assert "hidden to fit 80 columns: account" in orders
 
 
 def test_unknown_entity_is_rejected(meshline_home):

@@ -14,8 +14,8 @@ from meshline_pipelines.ledger import Ledger
 from meshline_pipelines.ledger.store import utc_now
 from meshline_pipelines.ledger.tables import exceptions
 from meshline_pipelines.queue import (
-    CLOSED, ESCALATED, OPEN, STATUSES, TRANSITIONS, TransitionError, escalate, escalate_overdue, get_exception,
-    read_transitions, transition,
+    ACTIONS, CLOSED, ESCALATED, OPEN, REASON_REQUIRED, STATUSES, TRANSITIONS, ReasonRequired, TransitionError,
+    checked_reason, escalate, escalate_overdue, get_exception, read_transitions, transition,
 )
 from meshline_pipelines.queue_asset import exception_queue
 from meshline_pipelines.replay import rerun_exception
@@ -220,6 +220,72 @@ def test_cli_decisions_and_a_forbidden_one(ledger_url, routing, import_dir, monk
     assert [step["action"] for step in details["transitions"]] == ["route", "approve"]
     assert details["transitions"][1]["reason"] == "total checked by hand"
     assert [row["id"] for row in json.loads(listed.output)] == [exception_id]
+
+
+def test_reason_rule_required_actions():
+    assert set(REASON_REQUIRED) == {"approve", "reject", "close"}
+    for action in ACTIONS:
+        assert checked_reason(action, "  checked in Shopify ") == "checked in Shopify"
+        if action in REASON_REQUIRED:
+            for missing in (None, "", "   "):
+                with pytest.raises(ReasonRequired, match=f"missing reason: {action} requires one"):
+                    checked_reason(action, missing, 12)
+        else:
+            assert checked_reason(action, None) is None
+
+
+@pytest.mark.parametrize("action", sorted(REASON_REQUIRED))
+def test_cli_decision_without_reason_changes_nothing(action, ledger_url, routing, import_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("MESHLINE_DATABASE_URL", ledger_url)
+    monkeypatch.setenv("MESHLINE_HOME", str(tmp_path / "home"))
+    ledger = Ledger.connect(ledger_url)
+    exception_id = _open_exception(ledger, routing, import_dir)
+    cli = CliRunner()
+
+    missing = cli.invoke(app, ["exceptions", action, str(exception_id)])
+    blank = cli.invoke(app, ["exceptions", action, str(exception_id), "--reason", " "])
+
+    for result in (missing, blank):
+        assert result.exit_code == 2, result.output
+        assert f"missing reason: {action} requires one" in result.output
+        assert f'meshline exceptions {action} {exception_id} --reason "' in result.output
+    assert get_exception(ledger, exception_id)["status"] == OPEN
+    assert read_transitions(ledger, exception_id).empty
+
+
+def test_cli_approve_records_its_reason(ledger_url, routing, import_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("MESHLINE_DATABASE_URL", ledger_url)
+    monkeypatch.setenv("MESHLINE_HOME", str(tmp_path / "home"))
+    ledger = Ledger.connect(ledger_url)
+    exception_id = _open_exception(ledger, routing, import_dir)
+
+    approved = CliRunner().invoke(app, ["exceptions", "approve", str(exception_id), "-r", "total checked by hand",
+                                        "--actor", "ana@example.com"])
+
+    assert approved.exit_code == 0, approved.output
+    assert "approve, open -> approved" in approved.output
+    last = read_transitions(ledger, exception_id).iloc[-1]
+    assert (last["action"], last["to_status"], last["actor"], last["reason"]) == (
+        "approve", "approved", "ana@example.com", "total checked by hand")
+
+
+def test_cli_optional_reason_actions(ledger_url, routing, import_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("MESHLINE_DATABASE_URL", ledger_url)
+    monkeypatch.setenv("MESHLINE_HOME", str(tmp_path / "home"))
+    ledger = Ledger.connect(ledger_url)
+    exception_id = _open_exception(ledger, routing, import_dir)
+    cli = CliRunner()
+
+    assigned = cli.invoke(app, ["exceptions", "assign", str(exception_id), "team:order-ops"])
+    escalated = cli.invoke(app, ["exceptions", "escalate", str(exception_id), "--reason", "needs a lead"])
+
+    assert assigned.exit_code == 0, assigned.output
+    assert escalated.exit_code == 0, escalated.output
+    assert read_transitions(ledger, exception_id)["reason"].tolist() == [None, "needs a lead"]
+    for command in ("retry", "replay", "assign", "escalate"):
+        help_text = cli.invoke(app, ["exceptions", command, "--help"]).output
+        assert "--reason" in help_text, command
+        assert "optional" in help_text, command
 
 
 def test_queue_asset_escalates_overdue_and_reports_the_queue(ledger_url, ledger, import_dir, tmp_path):
