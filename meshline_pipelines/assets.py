@@ -3,6 +3,7 @@
 import hashlib
 
 import dagster as dg
+import sqlalchemy as sa
 
 from meshline_pipelines.alerts import notify
 from meshline_pipelines.canonical.schemas import CANONICAL_MODELS
@@ -11,7 +12,7 @@ from meshline_pipelines.ingest import StreamRun, run_batches, run_stream
 from meshline_pipelines.ledger.store import INSERTED, UPDATED
 from meshline_pipelines.partitions import daily_partitions
 from meshline_pipelines.replay import RAW_SOURCE, SOURCE_TAG, raw_batches
-from meshline_pipelines.sources.http import ApiAuthError, ApiRequestError, ApiResponseError
+from meshline_pipelines.sources.http import ApiAuthError, ApiRequestError, ApiResponseError, ApiUnavailable
 from meshline_pipelines.streams import Stream
 
 
@@ -20,6 +21,10 @@ from meshline_pipelines.streams import Stream
 SOURCE_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL,
                                      jitter=dg.Jitter.PLUS_MINUS)
 PERMANENT_ERRORS = (ApiAuthError, ApiRequestError, ApiResponseError)
+# Failures a later attempt can get past: an unreachable API, a dropped database connection, a
+# file share that is briefly gone. Any other error is a fault in the data or the code, and
+# retrying it would only delay the failed partition by minutes.
+TRANSIENT_ERRORS = (ApiUnavailable, sa.exc.OperationalError, OSError)
 
 
 def materialize_metadata(run: StreamRun) -> dict:
@@ -101,6 +106,11 @@ def stream_asset(stream: Stream, *, client_key: str, owners: list[str]) -> dg.As
         except PERMANENT_ERRORS as exc:
             # Credentials, settings or a body the API should never send: a retry would fail the same way.
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:
+            raise dg.Failure(description=f"{stream.system}/{stream.name} partition {context.partition_key} failed "
+                                         f"with {type(exc).__name__}: {exc}", allow_retries=False) from exc
         for table, outcome in run.checks.items():
             yield outcome.result(run.failed_rules.get(table, {}), context.partition_key, system=stream.system,
                                  held_records=run.held_records.get(table))

@@ -138,8 +138,9 @@ def with_identity(frame: pd.DataFrame, context: MapContext, source_id: pd.Series
     frame.insert(1, "system", context.system)
     frame.insert(2, "account", context.account)
     frame.insert(3, "source_id", source_id.to_numpy())
-    frame["system"] = frame["system"].astype("string")
-    frame["account"] = frame["account"].astype("string")
+    # Cast even when empty: an empty object column fails the schema check that a string one passes.
+    for column in ("system", "account", "source_id"):
+        frame[column] = frame[column].astype("string")
     return frame
 
 

@@ -228,3 +228,16 @@ def test_non_object_keeps_other_record_ids(ledger, routing, import_dir):
 
     raw_ids = set(ledger.read_raw(system="shopify")["record_id"])
     assert raw_ids == {"7000", "7001", "7002", "2026-11-24/shopify/payouts.json#3"}
+
+
+def test_orders_with_only_ids_are_named_not_crashed(ledger, routing, import_dir):
+    _drop_orders(import_dir, [{"id": 1}, {"id": 2}])
+
+    result = run("shopify", "orders", import_dir, ledger, routing)
+
+    assert result.failed_records == 2
+    assert result.quarantined
+    exceptions = ledger.read_exceptions()
+    assert set(exceptions["record_id"]) == {"1", "2"}
+    assert "missing_field" in set(exceptions["kind"])
+    assert ledger.read_table("orders").empty
