@@ -309,6 +309,34 @@ def test_stripe_paid_but_never_paid_out(ledger, routing, monkeypatch):
     assert "after 7 days" in exceptions.loc[0, "reason"]
 
 
+def test_charge_with_unread_later_payout_not_flagged(ledger, routing, import_dir, monkeypatch):
+    monkeypatch.setenv("MESHLINE_PAYOUT_LAG_DAYS", "7")
+    charged = NOV_2 - 2 * 86400
+    listed = balance_transaction("txn_listed", charged, amount=2000, fee=88)
+    listed["source"] = "ch_listed"
+    payouts = [payout("po_listed", NOV_2, amount=1912), payout("po_unread", NOV_3, amount=1441)]
+    for paid in payouts:
+        paid["arrival_date"] = paid["created"] + 2 * 86400
+    files = {
+        "charges.json": [charge("ch_listed", charged, amount=2000), charge("ch_elsewhere", charged, amount=1500)],
+        # po_listed's balance transactions were saved per payout; po_unread's were not.
+        "payouts.json": payouts,
+        "balance_transactions-po_listed.json": [listed],
+    }
+    for name, objects in files.items():
+        drop_file(import_dir, "stripe", name, content=json.dumps({"object": "list", "data": objects}).encode())
+    for name in ("charges", "payouts", "balance_transactions"):
+        run("stripe", name, import_dir, ledger, routing)
+
+    outcome = reconcile_payouts(ledger, routing, now=datetime.fromtimestamp(NOV_3, timezone.utc) + timedelta(days=30))
+
+    # po_unread may hold ch_elsewhere, so the charge is not attributable rather than "never paid out".
+    assert outcome.not_paid_out == []
+    assert outcome.unattributable_payments == 1
+    assert _by_id(outcome)["po_listed"].status == MATCHED
+    assert _by_id(outcome)["po_unread"].status == UNVERIFIED
+
+
 def _resources(ledger_url):
     return {"ledger": LedgerResource(database_url=ledger_url), "routing": RoutingResource()}
 

@@ -279,11 +279,13 @@ def _charge_line_keys(lines: pd.DataFrame) -> pd.DataFrame:
 
 
 def payments_not_paid_out(payments: pd.DataFrame, lines: pd.DataFrame, *, now, lag: timedelta,
-                          ) -> tuple[list[dict], list[tuple[str, str, str]], int]:
+                          unverified: list[PayoutResult] = ()) -> tuple[list[dict], list[tuple[str, str, str]], int]:
     """Return the paid payments in no payout, the payments checked, and how many could not be checked.
 
     A Stripe account's charges are checked only when the account has lines read per payout. Without
-    them no stored line can name a payout, so the charge counts as not attributable.
+    them no stored line can name a payout, so the charge counts as not attributable. A payment with
+    an `unverified` payout (one whose lines were not read) of its account dated after it is not
+    attributable either, because that payout may hold it.
     """
     paid = _paid_payments(payments, pd.Timestamp(now) - lag)
     keys = _charge_line_keys(lines)
@@ -291,16 +293,26 @@ def payments_not_paid_out(payments: pd.DataFrame, lines: pd.DataFrame, *, now, l
                     .itertuples(index=False, name=None))
     stripe_lines = lines[lines["system"] == "stripe"]
     stripe_attributed_accounts = set(stripe_lines.loc[stripe_lines["payout_source_id"].notna(), "account"])
+    last_unread_payout: dict[tuple[str, str], pd.Timestamp] = {}
+    for result in unverified:
+        account = (result.system, result.account)
+        if result.payout_date is not None and (account not in last_unread_payout
+                                               or result.payout_date > last_unread_payout[account]):
+            last_unread_payout[account] = result.payout_date
 
     found, checked, unattributable = [], [], 0
     for payment in paid.itertuples():
         key = (payment.system, payment.account, payment.source_id)
-        if payment.system == "stripe" and payment.account not in stripe_attributed_accounts:
+        unread_after = last_unread_payout.get((payment.system, payment.account))
+        if key in in_payout:
+            checked.append(key)
+            continue
+        if (payment.system == "stripe" and payment.account not in stripe_attributed_accounts) or (
+                unread_after is not None and unread_after >= payment.created_at):
             unattributable += 1
             continue
         checked.append(key)
-        if key not in in_payout:
-            found.append(payment._asdict())
+        found.append(payment._asdict())
     return found, checked, unattributable
 
 
@@ -365,7 +377,8 @@ def reconcile_payouts(ledger: Ledger, routing: Routing, *, now: datetime | None 
     payouts = ledger.read_table("payouts")
     results = compare_payouts(payouts, lines)
     not_paid_out, payments_checked, unattributable = payments_not_paid_out(
-        ledger.read_table("payments"), lines, now=now, lag=lag)
+        ledger.read_table("payments"), lines, now=now, lag=lag,
+        unverified=[result for result in results if result.status == UNVERIFIED])
     settlement = amazon_settlement_rows(ledger, lines, payouts)
     settlement_orders = compare_settlement_orders(
         settlement.rows, ledger.read_table("orders", system="amazon"),
