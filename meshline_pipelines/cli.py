@@ -281,7 +281,8 @@ def _print_planted_and_found(ledger, manifest: dict) -> None:
                  rows, [Column("kind", shrink=False), "planted", "found", "how"])
 
 
-def _run(partitions: list[str] | None) -> None:
+def _run(partitions: list[str] | None) -> bool:
+    """Run the main job and the queue refresh, print a summary, and return whether every run succeeded."""
     import dagster as dg
 
     from meshline_pipelines.definitions import defs
@@ -302,9 +303,13 @@ def _run(partitions: list[str] | None) -> None:
         state = "succeeded" if run.success else f"failed in {', '.join(run.failed_steps)}"
         console.print(f"  {run.partition_key}: run {run.run_id[:8]} {state}")
     console.print("Reconciliations run and exception queue refreshed: cross-record checks, identity links, source of "
-                  "truth, escalation." if refreshed else
+                  "truth, escalation." if refreshed.succeeded else
                   "[red]A reconciliation or the exception queue refresh failed; see its run in the Dagster UI.[/red]")
+    if refreshed.failed_checks:
+        console.print(f"Failed checks: {', '.join(refreshed.failed_checks)}. Their differences are exceptions: "
+                      "`meshline exceptions list --kind reconciliation_mismatch`.")
     _print_summary(_ledger(), runs)
+    return all(run.success for run in runs) and refreshed.succeeded
 
 
 def _redacted(url: str) -> str:
@@ -317,12 +322,14 @@ def _redacted(url: str) -> str:
 def run(partition: list[str] = typer.Option(None, "--partition", "-p",
                                             help="Partition key (YYYY-MM-DD) to run; repeat for several. "
                                                  "Default: every partition with data.")) -> None:
-    """Run the main job for each daily partition that has data, then print a summary."""
+    """Run the main job for each daily partition that has data, then print a summary. Exit 1 if a run failed."""
     try:
-        _run(partition)
+        succeeded = _run(partition)
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+    if not succeeded:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -330,14 +337,18 @@ def demo(
     shopify_orders: int = typer.Option(1500, help="Shopify orders in the generated week."),
     amazon_orders: int = typer.Option(500, help="Amazon orders in the generated week."),
 ) -> None:
-    """Drop the bundled samples and a generated week into the import folder, then run the main job."""
+    """Drop the bundled samples and a generated week into the import folder, then run the main job.
+
+    Exit 1 if a run failed.
+    """
     from meshline_pipelines.demo import stage_demo_week, stage_generated_week
 
     staged = stage_demo_week()
     manifest = stage_generated_week(shopify_orders=shopify_orders, amazon_orders=amazon_orders)
     console.print(f"Staged {len(staged)} sample files and a generated week of {manifest['files']} files "
                   f"from {manifest['start']} in {settings.import_dir()}")
-    _run(None)
+    if not _run(None):
+        raise typer.Exit(1)
 
 
 def _utc_option(name: str, value: str | None):

@@ -89,22 +89,32 @@ def run_main_job(defs: dg.Definitions, instance: dg.DagsterInstance, *, only: li
     return runs
 
 
-def refresh_queue(defs: dg.Definitions, instance: dg.DagsterInstance, *, log_level: str = "INFO") -> bool:
+@dataclass(frozen=True)
+class QueueRefresh:
+    """The outcome of `refresh_queue`: whether every step ran, and the blocking checks that failed."""
+
+    succeeded: bool
+    failed_checks: list[str]
+
+
+def refresh_queue(defs: dg.Definitions, instance: dg.DagsterInstance, *, log_level: str = "INFO") -> QueueRefresh:
     """Run the reconciliations, then refresh the exception queue (detectors, links, source of truth, escalation).
 
     A reconciliation whose blocking check fails still counts as done: its differences are
-    exceptions in the queue.
+    exceptions in the queue. The failed checks are returned so the caller can name them.
     """
-    succeeded = True
+    succeeded, failed_checks = True, []
     for job_name in (RECONCILIATION_JOB, QUEUE_JOB):
         result = defs.resolve_job_def(job_name).execute_in_process(
             instance=instance, raise_on_error=False, tags={TRIGGER_TAG: f"manual:meshline run:{job_name}"},
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         )
+        failed_checks += [f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+                          for evaluation in result.get_asset_check_evaluations() if not evaluation.passed]
         # A failed blocking check is a finding (its differences are exceptions), not a failed refresh.
         failed_steps = [event.step_key for event in result.all_events if event.is_step_failure
                         and event.step_failure_data.error.cls_name != "DagsterAssetCheckFailedError"]
         if failed_steps:
             log.error("%s failed in run %s (steps %s)", job_name, result.run_id, ", ".join(failed_steps))
             succeeded = False
-    return succeeded
+    return QueueRefresh(succeeded=succeeded, failed_checks=failed_checks)

@@ -240,6 +240,18 @@ def test_extract_twice_stores_once(meshline_home, monkeypatch):
     assert {row["account"] for row in payments} == {"acct_1CLI"}
 
 
+def test_run_exits_1_when_a_partition_fails(meshline_home):
+    folder = meshline_home / "imports" / "2026-11-24" / "shopify"
+    folder.mkdir(parents=True)
+    # Every order lacks its required fields, so the partition fails validation as a whole.
+    (folder / "orders.json").write_text(json.dumps({"orders": [{"id": 1}, {"id": 2}]}))
+
+    result = CliRunner().invoke(app, ["run", "--partition", "2026-11-24"])
+
+    assert result.exit_code == 1, result.output
+    assert "1 partition, 0 succeeded, 1 failed (2026-11-24)" in result.output
+
+
 def test_extract_names_a_missing_credential(meshline_home, monkeypatch):
     monkeypatch.setenv("STRIPE_ACCOUNT_ID", "acct_1CLI")
     monkeypatch.delenv("STRIPE_API_KEY", raising=False)
