@@ -671,7 +671,9 @@ def show_exception(
                  [Column("field", shrink=False), Column("value", wrap=True)])
     console.print(f"Allowed actions: {', '.join(allowed_actions(exception['status'])) or 'none (closed)'}")
     _print_table("decisions", [{**step, "at": _short_time(step["at"])} for step in history],
-                 ["at", "action", "from_status", "to_status", "to_owner", "actor", "reason", Column("run_id", hide=1)])
+                 # The reason wraps within its row: it is the decision's record, and shortening would lose it.
+                 ["at", "action", "from_status", "to_status", "to_owner", "actor", Column("reason", wrap=True),
+                  Column("run_id", hide=1)])
 
 
 @exceptions_app.command("assign")

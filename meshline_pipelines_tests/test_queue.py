@@ -222,6 +222,24 @@ def test_cli_decisions_and_a_forbidden_one(ledger_url, routing, import_dir, monk
     assert [row["id"] for row in json.loads(listed.output)] == [exception_id]
 
 
+def test_show_keeps_long_reason_whole(ledger_url, routing, import_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("MESHLINE_DATABASE_URL", ledger_url)
+    monkeypatch.setenv("MESHLINE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("COLUMNS", "80")
+    exception_id = _open_exception(Ledger.connect(ledger_url), routing, import_dir)
+    reason = "EUR test payout checked against the bank statement of 2026-12-01 by the finance team"
+    cli = CliRunner()
+    cli.invoke(app, ["exceptions", "approve", str(exception_id), "--reason", reason])
+
+    shown = cli.invoke(app, ["exceptions", "show", str(exception_id)])
+
+    assert shown.exit_code == 0, shown.output
+    assert all(len(line) <= 80 for line in shown.output.splitlines())
+    decision_text = " ".join(shown.output.split())
+    for word in reason.split():
+        assert word in decision_text
+
+
 def test_reason_rule_required_actions():
     assert set(REASON_REQUIRED) == {"approve", "reject", "close"}
     for action in ACTIONS:
