@@ -848,7 +848,7 @@ def test_extracted_financial_events_are_stored(ledger):
     assert refunds[["order_source_id", "amount"]].values.tolist() == [["114-0000001-0000001", 3000]]
 
 
-def test_financial_events_with_a_list_that_is_not_a_list_raise():
+def test_financial_events_malformed_list_raises():
     double = AmazonDouble()
     double.answers = [httpx.Response(200, json={"payload": {"FinancialEvents": {"ShipmentEventList": {}}}})]
 

@@ -506,7 +506,7 @@ class AmazonSpApiClient(LiveClient):
                 return
             if not isinstance(token, str):
                 raise self.session().malformed("GET", response, f"NextToken is {token!r}, expected a string")
-            # The model asks for the same arguments as the call that produced the token, with the token.
+            # The API model requires the same arguments as the call that produced the token, plus the token.
             params = {**params, "NextToken": token}
 
     # Requests, pacing and sessions

@@ -1574,8 +1574,8 @@ def settlement_charges(order: AmazonOrder, line: AmazonLine) -> list[tuple[str, 
     return charges
 
 
-# Where a Finances API shipment item lists each settlement amount type, and the charge type names
-# that differ between the two (the settlement's `Shipping` is the Finances API's `ShippingCharge`).
+# The Finances API list, type field and amount field of each settlement amount type, and the charge
+# type names that differ between the two (the settlement's `Shipping` is the Finances API's `ShippingCharge`).
 FINANCES_ITEM_LISTS = {"price-type": ("ItemChargeList", "ChargeType", "ChargeAmount"),
                        "item-related-fee-type": ("ItemFeeList", "FeeType", "FeeAmount"),
                        "promotion-type": ("PromotionList", "PromotionType", "PromotionAmount")}

@@ -73,7 +73,7 @@ def reconcile_inventory(ledger: Ledger, routing: Routing, *, now=None) -> dict:
     if found:
         ledger.open_exceptions(pd.DataFrame(found), run_id=None)
     checked = pd.concat(compared, ignore_index=True) if compared else pd.DataFrame()
-    # Only stock compared with a fresher authoritative total can be said to match it now.
+    # Only stock compared with a fresher authoritative total is known to match it now.
     settled = {(row.system, row.account, "inventory_levels", stock_record_id(row.sku, row.location), STOCK_RULE)
                for row in checked.itertuples() if row.authority_fresher} if len(checked) else set()
     closed = close_resolved(ledger, found, settled,
