@@ -163,6 +163,20 @@ def transition(ledger: Ledger, exception_id: int, action: str, *, actor: str | N
     return Transition(exception_id, action, row.status, new_status, row.owner, new_owner)
 
 
+def close_resolved_exception(ledger: Ledger, exception_id: int, reason: str) -> bool:
+    """Close an exception whose problem a MeshLine check no longer finds; return whether it was closed.
+
+    Another actor may have changed the exception after the check read it. That actor's status is
+    kept, so the close is skipped with a warning.
+    """
+    try:
+        transition(ledger, exception_id, "close", actor="meshline", reason=reason)
+    except TransitionError as exc:
+        log.warning("exception %s was not closed: %s", exception_id, exc)
+        return False
+    return True
+
+
 def escalate(ledger: Ledger, routing: Routing, exception_id: int, *, actor: str | None = None,
              reason: str | None = None) -> Transition:
     """Pass an exception to its route's escalation target."""

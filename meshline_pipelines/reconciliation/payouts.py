@@ -37,7 +37,7 @@ from meshline_pipelines import settings
 from meshline_pipelines.ledger import Ledger
 from meshline_pipelines.ledger.store import utc_now
 from meshline_pipelines.money import format_minor
-from meshline_pipelines.queue import ACTIVE, TransitionError, transition
+from meshline_pipelines.queue import ACTIVE, close_resolved_exception
 from meshline_pipelines.record_issues import exception_row
 from meshline_pipelines.reconciliation.settlements import (
     MATCHED, MISMATCHED, NOT_STORED, ORDER_RULES, UNMAPPED, UNVERIFIED, SettlementOrderResult, amazon_settlement_rows,
@@ -359,13 +359,8 @@ def close_resolved(ledger: Ledger, found: list[dict], checked: set[tuple[str, st
             reason = "the order is now stored and matches its settlement rows"
         else:
             reason = "the payment is now in a payout"
-        try:
-            transition(ledger, int(row.id), "close", actor="meshline", reason=reason)
-        except TransitionError as exc:
-            # Another actor changed the exception after it was read, and that actor's status is kept.
-            log.warning("payout exception %s was not closed: %s", row.id, exc)
-            continue
-        closed.append(int(row.id))
+        if close_resolved_exception(ledger, int(row.id), reason):
+            closed.append(int(row.id))
     return closed
 
 

@@ -20,7 +20,7 @@ from meshline_pipelines.identity import STOREFRONT, normalize_email, normalize_p
 from meshline_pipelines.ledger import Ledger
 from meshline_pipelines.ledger.store import utc_now
 from meshline_pipelines.money import format_minor
-from meshline_pipelines.queue import ACTIVE, TransitionError, transition
+from meshline_pipelines.queue import ACTIVE, close_resolved_exception
 from meshline_pipelines.record_issues import exception_row
 from meshline_pipelines.routing import Routing
 from meshline_pipelines.source_of_truth import (
@@ -169,13 +169,8 @@ def close_resolved(ledger: Ledger, found: list[dict], compared: set[tuple[str, s
             continue
         reason = ("replaced by an exception with the current difference" if key in still_differs
                   else resolved or f"the {row.field} now matches the source of truth")
-        try:
-            transition(ledger, int(row.id), "close", actor="meshline", reason=reason)
-        except TransitionError as exc:
-            # Another actor changed the exception after it was read, and that actor's status is kept.
-            log.warning("reconciliation exception %s was not closed: %s", row.id, exc)
-            continue
-        closed.append(int(row.id))
+        if close_resolved_exception(ledger, int(row.id), reason):
+            closed.append(int(row.id))
     return closed
 
 
